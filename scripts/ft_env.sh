@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Creates a free-threaded (3.13t) virtual environment and installs fastdispatch into it with its
+# test extra: `pip install SRC[test]` compiles the extension with the 3.13t headers.
+#
+#   scripts/ft_env.sh VENV [SRC]
+#
+# VENV  where to create the venv (replaced if it exists).
+# SRC   the project tree to install (default: this script's repository). pip builds inside SRC
+#       (setuptools' build/ and cythonize's _core_c.c), so pass a scratch copy, not a working tree
+#       that another build owns.
+#
+# The interpreter: $FT_PYTHON if set, else whatever ../shared/tools/build-python-freethreaded.sh
+# (relative to the repository root) prints; that script is idempotent, so it only builds once.
+# Cython publishes no 3.13t binary wheel: pip's isolated build picks the pure-Python
+# `py3-none-any` wheel, which compiles more slowly but produces the same C.
+#
+# Prints the venv's python path last.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(git -C "$here" rev-parse --show-toplevel)
+venv=${1:?usage: scripts/ft_env.sh VENV [SRC]}
+src=${2:-$root}
+
+if [[ -z ${FT_PYTHON:-} ]]; then
+  builder=$root/../shared/tools/build-python-freethreaded.sh
+  [[ -x $builder ]] || { echo "ft_env: $builder not found; set FT_PYTHON" >&2; exit 1; }
+  FT_PYTHON=$("$builder" | tail -n 1)
+fi
+# Check the build itself, not the current GIL state: PYTHON_GIL=1 in the environment must not
+# make a free-threaded interpreter look like a GIL build, nor the reverse.
+"$FT_PYTHON" -c 'import sys, sysconfig; sys.exit(not sysconfig.get_config_var("Py_GIL_DISABLED"))' \
+  || { echo "ft_env: $FT_PYTHON is not a free-threaded build" >&2; exit 1; }
+
+rm -rf "$venv"
+"$FT_PYTHON" -m venv "$venv"
+py=$venv/bin/python
+"$py" -m pip install --quiet --upgrade pip >&2
+"$py" -m pip install --quiet "$src[test]" >&2
+echo "$py"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The free-threaded CI step: on CPython 3.13t (GIL disabled), install fastdispatch from a scratch
+# copy of this tree, check that importing it leaves the GIL off, and run the whole test suite and
+# the stress tests (each test runs on both cores through the tests' fixture).
+#
+#   scripts/ft_run.sh            (from anywhere inside the repository)
+#
+# Environment:
+#   FT_PYTHON        a free-threaded interpreter to use instead of building/locating one with
+#                    ../shared/tools/build-python-freethreaded.sh (idempotent; ~4 min the first time)
+#   FT_WORKDIR       scratch directory (default: a new mktemp -d, removed on exit)
+#   FT_STEP_TIMEOUT  hard limit in seconds for each pytest run (default 1800): a deadlock in
+#                    nogil code can outlive pytest-timeout's per-test alarm, CI must still end
+#
+# Exits non-zero if any step fails. Never builds inside the working tree: setuptools and cythonize
+# write build/ and _core_c.c next to the sources, and the in-place 3.11 build must stay untouched.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(git -C "$here" rev-parse --show-toplevel)
+step_timeout=${FT_STEP_TIMEOUT:-1800}
+
+if [[ -n ${FT_WORKDIR:-} ]]; then
+  work=$FT_WORKDIR
+  mkdir -p "$work"
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/fastdispatch-ft.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+fi
+
+if [[ -z ${FT_PYTHON:-} ]]; then
+  builder=$root/../shared/tools/build-python-freethreaded.sh
+  [[ -x $builder ]] || { echo "ft_run: $builder not found; set FT_PYTHON" >&2; exit 1; }
+  FT_PYTHON=$("$builder" | tail -n 1)
+fi
+export FT_PYTHON
+
+t0=$SECONDS
+stamp() { echo "== ft_run: $1 ($((SECONDS - t0)) s)"; }
+
+# Copy what git would see (tracked + untracked, minus ignored: no .so, no _core_c.c, no build/),
+# so the copy builds exactly what a clean clone of the current work tree would.
+rm -rf "$work/src"
+mkdir -p "$work/src"
+(cd "$root" && git ls-files -z --cached --others --exclude-standard \
+  | while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done \
+  | tar --null -T - -cf -) | tar -xf - -C "$work/src"
+stamp "copied tree to $work/src"
+
+py=$("$here/ft_env.sh" "$work/venv" "$work/src" | tail -n 1)
+stamp "venv ready: $py ($("$py" -VV | tr '\n' ' '))"
+
+# PYTHON_GIL=0 would hide a module that re-enables the GIL; PYTHONPATH could shadow the install.
+# FASTDISPATCH_REQUIRE_EXTENSIONS=1: a missing compiled core is an error, never a quiet fallback.
+run() { env -u PYTHON_GIL -u PYTHONPATH FASTDISPATCH_REQUIRE_EXTENSIONS=1 "$@"; }
+
+(cd "$work" && run "$py" -c '
+import sys, fastdispatch, fastdispatch._core_c
+assert fastdispatch.IMPLEMENTATION == "cython", fastdispatch.IMPLEMENTATION
+assert "site-packages" in fastdispatch.__file__, fastdispatch.__file__
+assert not sys._is_gil_enabled(), "importing fastdispatch re-enabled the GIL"
+print("GIL disabled after import; core:", fastdispatch.IMPLEMENTATION, fastdispatch.__file__)
+')
+
+status=0
+cd "$work/src"
+# Two runs cover every test exactly once, whatever the default marker selection is.
+stamp "pytest: whole suite except stress"
+run timeout -k 30 "$step_timeout" "$py" -m pytest -q -m "not stress" || status=1
+stamp "pytest: stress (-m stress)"
+run timeout -k 30 "$step_timeout" "$py" -m pytest -q -m stress || status=1
+stamp "done, status $status"
+exit "$status"
