@@ -36,5 +36,7 @@ rm -rf "$venv"
 "$FT_PYTHON" -m venv "$venv"
 py=$venv/bin/python
 "$py" -m pip install --quiet --upgrade pip >&2
-"$py" -m pip install --quiet "$src[test]" >&2
+# --prefer-binary: recent hypothesis releases are an sdist with a Rust (pyo3) part on 3.13t, which
+# needs crates.io to build; an older release has a pure-Python wheel, and that is all a test needs.
+"$py" -m pip install --quiet --prefer-binary "$src[test]" >&2
 echo "$py"
