@@ -38,5 +38,7 @@ py=$venv/bin/python
 "$py" -m pip install --quiet --upgrade pip >&2
 # --prefer-binary: recent hypothesis releases are an sdist with a Rust (pyo3) part on 3.13t, which
 # needs crates.io to build; an older release has a pure-Python wheel, and that is all a test needs.
-"$py" -m pip install --quiet --prefer-binary "$src[test]" >&2
+# FASTDISPATCH_REQUIRE_EXTENSIONS=1: a failed compile is an error here, not setup.py's quiet
+# fallback to the pure-Python core.
+FASTDISPATCH_REQUIRE_EXTENSIONS=1 "$py" -m pip install --quiet --prefer-binary "$src[test]" >&2
 echo "$py"
