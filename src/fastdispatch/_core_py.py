@@ -1,0 +1,652 @@
+"""The pure-Python core: same algorithm and contract as the compiled ``_core_c``.
+
+One ``_Mailbox`` per active master holds that master's queued items. A mailbox
+is either on the ready queue or in exactly one worker's hands, never both:
+that alone guarantees per-master order and mutual exclusion. A worker takes a
+mailbox, handles at most ``BATCH`` of its items, then puts it at the back of
+the ready queue (fairness) or, when it is empty, frees it (memory follows
+activity).
+
+All shared state is guarded by one ``threading.Lock`` (plus conditions built
+on it), never by the GIL, so the core is also correct on free-threaded
+CPython. The hot path takes that lock once per dispatch and once per handled
+item; conditions are only touched when someone actually sleeps.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import Future
+from contextlib import suppress
+from itertools import islice
+from time import monotonic
+from typing import Any, NamedTuple
+
+from ._errors import DispatcherClosed, QueueFull
+
+__all__ = ["BATCH", "Core"]
+
+#: A worker hands a master back after at most this many items (fairness).
+BATCH = 1024
+
+# How many items dispatch_many enqueues per lock acquisition.
+_MANY_CHUNK = 64
+
+_get_ident = threading.get_ident
+
+
+class _Mailbox:
+    """The queue of one active master."""
+
+    __slots__ = ("blocked", "dead", "master", "queue", "scheduled", "space")
+
+    def __init__(self, master: Hashable) -> None:
+        self.master = master
+        self.queue: deque[Any] = deque()
+        # On the ready queue or owned by a worker.
+        self.scheduled = False
+        # Freed (removed from the map); blocked producers must look again.
+        self.dead = False
+        # Producers waiting for space in this mailbox.
+        self.blocked = 0
+        self.space: threading.Condition | None = None
+
+
+class _Job:
+    """An item from ``submit``: the work and the future that gets its outcome."""
+
+    __slots__ = ("future", "work")
+
+    def __init__(self, work: Any, future: Future[Any]) -> None:
+        self.work = work
+        self.future = future
+
+
+class _UnraisableArgs(NamedTuple):
+    """Duck-typed ``sys.UnraisableHookArgs`` (that type cannot be built from Python)."""
+
+    exc_type: type[BaseException]
+    exc_value: BaseException
+    exc_traceback: Any
+    err_msg: str | None
+    object: Any
+
+
+def _report_unraisable(exc: BaseException, err_msg: str, obj: object) -> None:
+    """Report an exception nobody can catch, as ``PyErr_WriteUnraisable`` does."""
+    try:
+        hook = sys.unraisablehook
+        if hook is sys.__unraisablehook__:
+            # The built-in hook only accepts its own C struct; print like it does.
+            stream = sys.stderr
+            if stream is None:
+                return
+            stream.write(f"{err_msg}: {_safe_repr(obj)}\n")
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
+            stream.flush()
+        else:
+            hook(_UnraisableArgs(type(exc), exc, exc.__traceback__, err_msg, obj))  # type: ignore[arg-type]
+    except BaseException:
+        pass  # the reporter of last resort must not raise
+
+
+def _safe_repr(obj: object) -> str:
+    try:
+        return repr(obj)
+    except BaseException:
+        return f"<{type(obj).__name__} object (repr failed)>"
+
+
+def _unhashable(master: object, exc: TypeError) -> TypeError:
+    error = TypeError(
+        f"master must be hashable, got {_safe_repr(master)} "
+        f"(unhashable type {type(master).__name__!r})"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _check_block(block: object) -> None:
+    if block.__class__ is not bool:
+        raise TypeError(f"block must be a bool, got {_safe_repr(block)}")
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """Validate a timeout in seconds; None (also for inf) means no timeout."""
+    if timeout is None:
+        return None
+    if timeout.__class__ is bool or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be None or a number of seconds, got {_safe_repr(timeout)}")
+    if timeout != timeout:
+        raise ValueError("timeout must not be NaN")
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    if timeout >= threading.TIMEOUT_MAX:
+        # inf, or so long that the platform cannot wait for it: no timeout.
+        return None
+    return float(timeout)
+
+
+def _pair(pair: object) -> tuple[Any, Hashable]:
+    """Unpack one ``(work, master)`` item of ``dispatch_many``."""
+    if pair.__class__ is tuple and len(pair) == 2:  # type: ignore[arg-type]
+        return pair  # type: ignore[return-value]
+    if (
+        isinstance(pair, Sequence)
+        and not isinstance(pair, (str, bytes, bytearray))
+        and len(pair) == 2
+    ):
+        return pair[0], pair[1]
+    raise TypeError(f"dispatch_many() expects (work, master) pairs, got {_safe_repr(pair)}")
+
+
+class Core:
+    """Master -> mailbox map, ready queue, worker loop and counters (pure Python)."""
+
+    def __init__(
+        self,
+        handler: Callable[[Any], object],
+        on_error: Callable[[BaseException, Any, Hashable], object],
+        spawn: Callable[[], object],
+        capacity: int | None,
+        max_workers: int,
+    ) -> None:
+        """Arguments are already validated by the layer (see ``_core_c.pyi``)."""
+        self._handler = handler
+        self._on_error = on_error
+        self._spawn = spawn
+        self._capacity = capacity
+        self._max_workers = max_workers
+        self._init_sync()
+        self._closed = False
+        self._reason = ""
+        self._masters: dict[Hashable, _Mailbox] = {}
+        # Mailboxes with work that no worker holds, oldest first.
+        self._ready: deque[_Mailbox] = deque()
+        self._worker_ids: set[int] = set()
+        self._workers = 0  # live worker threads, counted from the spawn request
+        self._parked = 0  # workers asleep on _ready_cond and not yet notified
+        self._idle_waiters = 0  # threads in wait()
+        # Counters. unfinished = dispatched - completed - failed - cancelled,
+        # pending = unfinished - running: derived, so the hot path bumps one.
+        self._dispatched = 0
+        self._completed = 0
+        self._failed = 0
+        self._cancelled = 0
+        self._running = 0
+
+    def _init_sync(self) -> None:
+        self._lock = threading.Lock()
+        self._ready_cond = threading.Condition(self._lock)
+        self._idle_cond = threading.Condition(self._lock)
+
+    # -- intake (the hot path) ------------------------------------------
+    def dispatch(
+        self, work: Any, master: Hashable, *, block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Queue *work* for *master*; it runs after the master's earlier items."""
+        if block.__class__ is not bool:
+            _check_block(block)
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
+        spawn = False
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosed(self._reason)
+            try:
+                mb = self._masters.get(master)
+            except TypeError as exc:
+                raise _unhashable(master, exc) from exc
+            if mb is None:
+                mb = self._masters[master] = _Mailbox(master)
+            elif self._capacity is not None and len(mb.queue) >= self._capacity:
+                mb = self._wait_for_space(
+                    mb, master, block, None if timeout is None else monotonic() + timeout
+                )
+            mb.queue.append(work)
+            self._dispatched += 1
+            if not mb.scheduled:
+                mb.scheduled = True
+                self._ready.append(mb)
+                if self._parked:
+                    self._parked -= 1
+                    self._ready_cond.notify()
+                elif self._workers < self._max_workers:
+                    self._workers += 1
+                    spawn = True
+            elif not self._workers:
+                # Only after a failed spawn: the mailbox waits on the ready queue.
+                self._workers = 1
+                spawn = True
+        if spawn:
+            self._start_worker()
+
+    def submit(
+        self, work: Any, master: Hashable, *, block: bool = True, timeout: float | None = None
+    ) -> Future[Any]:
+        """Like ``dispatch``; the returned future receives the handler's outcome."""
+        _check_block(block)
+        deadline = _deadline(_check_timeout(timeout))
+        future: Future[Any] = Future()
+        with self._lock:
+            spawn = self._put(_Job(work, future), master, block, deadline)
+        if spawn:
+            self._start_worker()
+        return future
+
+    def dispatch_many(
+        self,
+        pairs: Iterable[tuple[Any, Hashable]],
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> int:
+        """Dispatch each ``(work, master)``; return how many were accepted.
+
+        ``timeout`` covers the whole call. If it stops part-way, the exception
+        carries ``.accepted``.
+        """
+        _check_block(block)
+        deadline = _deadline(_check_timeout(timeout))
+        accepted = 0
+        try:
+            it = iter(pairs)
+            while True:
+                # User code (the iterator, Sequence.__getitem__) runs outside the lock.
+                raw = list(islice(it, _MANY_CHUNK))
+                if not raw:
+                    return accepted
+                chunk: list[tuple[Any, Hashable]] = []
+                bad: TypeError | None = None
+                for pair in raw:
+                    try:
+                        chunk.append(_pair(pair))
+                    except TypeError as exc:
+                        bad = exc
+                        break
+                i, n = 0, len(chunk)
+                while i < n:
+                    spawn = False
+                    with self._lock:
+                        while i < n and not spawn:
+                            work, master = chunk[i]
+                            spawn = self._put(work, master, block, deadline)
+                            i += 1
+                            accepted += 1
+                    if spawn:
+                        self._start_worker()
+                if bad is not None:
+                    raise bad
+        except BaseException as exc:
+            exc.accepted = accepted  # type: ignore[attr-defined]
+            raise
+
+    def _put(self, item: Any, master: Hashable, block: bool, deadline: float | None) -> bool:
+        """Enqueue one item (lock held); return whether a worker must be spawned."""
+        if self._closed:
+            raise DispatcherClosed(self._reason)
+        try:
+            mb = self._masters.get(master)
+        except TypeError as exc:
+            raise _unhashable(master, exc) from exc
+        if mb is None:
+            mb = self._masters[master] = _Mailbox(master)
+        elif self._capacity is not None and len(mb.queue) >= self._capacity:
+            mb = self._wait_for_space(mb, master, block, deadline)
+        mb.queue.append(item)
+        self._dispatched += 1
+        if not mb.scheduled:
+            mb.scheduled = True
+            self._ready.append(mb)
+            if self._parked:
+                self._parked -= 1
+                self._ready_cond.notify()
+            elif self._workers < self._max_workers:
+                self._workers += 1
+                return True
+        elif not self._workers:
+            self._workers = 1
+            return True
+        return False
+
+    def _wait_for_space(
+        self, mb: _Mailbox, master: Hashable, block: bool, deadline: float | None
+    ) -> _Mailbox:
+        """Wait (lock held) until *master*'s mailbox has room; return that mailbox."""
+        capacity = self._capacity
+        assert capacity is not None
+        if not block:
+            raise QueueFull(f"queue of master {_safe_repr(master)} is full ({capacity} items)")
+        if _get_ident() in self._worker_ids:
+            raise QueueFull(
+                f"queue of master {_safe_repr(master)} is full ({capacity} items) and the caller "
+                "is a worker of this dispatcher: waiting for space would deadlock"
+            )
+        while True:
+            if deadline is None:
+                remaining = None
+            else:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise QueueFull(
+                        f"queue of master {_safe_repr(master)} is still full "
+                        f"({capacity} items) after the timeout"
+                    )
+            space = mb.space
+            if space is None:
+                space = mb.space = threading.Condition(self._lock)
+            mb.blocked += 1
+            try:
+                space.wait(remaining)
+            finally:
+                mb.blocked -= 1
+            if self._closed:
+                raise DispatcherClosed(self._reason)
+            if mb.dead:
+                # The worker drained and freed it while we slept: use the live one.
+                live = self._masters.get(master)
+                if live is None:
+                    live = self._masters[master] = _Mailbox(master)
+                mb = live
+            if len(mb.queue) < capacity:
+                return mb
+
+    def _start_worker(self) -> None:
+        """Call ``spawn`` (lock not held); on failure take the count back, re-raise."""
+        try:
+            self._spawn()
+        except BaseException as exc:
+            with self._lock:
+                self._workers -= 1
+                orphaned = self._workers == 0 and bool(self._ready)
+            if orphaned:
+                note = (
+                    "fastdispatch: could not start a worker thread; the work was accepted but "
+                    "no worker is running, so it will run only once a worker starts"
+                )
+                if hasattr(exc, "add_note"):
+                    exc.add_note(note)
+                else:  # Python 3.10 has no add_note (nor displays notes)
+                    exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
+            raise
+
+    # -- workers ----------------------------------------------------------
+    def run_worker(self) -> None:
+        """Body of one worker thread; returns when closed and drained."""
+        ident = _get_ident()
+        lock = self._lock
+        with lock:
+            self._worker_ids.add(ident)
+        try:
+            self._serve(lock)
+        finally:
+            with lock:
+                self._worker_ids.discard(ident)
+                self._workers -= 1
+
+    def _serve(self, lock: threading.Lock) -> None:
+        handler = self._handler
+        ready = self._ready
+        job_type = _Job
+        batch = BATCH
+        while True:
+            with lock:
+                mb = self._next_mailbox()
+                if mb is None:
+                    return
+                queue = mb.queue
+                item = queue.popleft()
+                self._running += 1
+                if mb.blocked:
+                    mb.space.notify()  # type: ignore[union-attr]
+            done = 0
+            owned = True  # we hold mb (and item, when not None) until handed back
+            try:
+                while True:
+                    # outcome: True completed, False failed, None cancelled.
+                    if item.__class__ is job_type:
+                        outcome = self._run_job(item)
+                    else:
+                        try:
+                            handler(item)
+                            outcome = True
+                        except BaseException as exc:
+                            outcome = False
+                            self._report(exc, item, mb.master)
+                    item = None  # the work must not outlive its handling
+                    done += 1
+                    with lock:
+                        if outcome:
+                            self._completed += 1
+                        elif outcome is None:
+                            self._cancelled += 1
+                        else:
+                            self._failed += 1
+                        if queue and done < batch:
+                            item = queue.popleft()
+                            if mb.blocked:
+                                mb.space.notify()  # type: ignore[union-attr]
+                            continue
+                        self._running -= 1
+                        owned = False
+                        if queue:
+                            # Fairness: back of the line. We take the head next
+                            # ourselves, so wake a sleeper only for the rest.
+                            ready.append(mb)
+                            if self._parked and len(ready) > 1:
+                                self._parked -= 1
+                                self._ready_cond.notify()
+                        else:
+                            self._retire(mb)
+                        if self._running == 0 and self._unfinished() == 0:
+                            self._on_drained()
+                        break
+            except BaseException:
+                # Only reached on a bug or MemoryError in this loop itself: do
+                # not strand the mailbox (and its items) in a dead worker's hands.
+                if owned:
+                    with lock:
+                        self._running -= 1
+                        if item is not None:  # taken but never handed to the handler
+                            self._cancelled += 1
+                        if queue:
+                            ready.append(mb)
+                            if self._parked:
+                                self._parked -= 1
+                                self._ready_cond.notify()
+                        else:
+                            self._retire(mb)
+                        if self._running == 0 and self._unfinished() == 0:
+                            self._on_drained()
+                raise
+            mb = queue = None  # type: ignore[assignment]
+
+    def _next_mailbox(self) -> _Mailbox | None:
+        """Pop a ready mailbox (lock held), parking while there is none.
+
+        None means: closed and nothing left to run, so the worker exits.
+        """
+        ready = self._ready
+        while True:
+            while ready:
+                mb = ready.popleft()
+                if mb.queue:
+                    return mb
+                self._retire(mb)  # emptied by cancel_pending while queued
+            if self._closed and self._unfinished() == 0:
+                return None
+            self._parked += 1
+            self._ready_cond.wait()  # whoever notifies us decrements _parked
+
+    def _retire(self, mb: _Mailbox) -> None:
+        """Free an empty mailbox (lock held): an idle master costs nothing."""
+        mb.scheduled = False
+        mb.dead = True
+        del self._masters[mb.master]
+        if mb.blocked:
+            mb.space.notify_all()  # type: ignore[union-attr]
+
+    def _unfinished(self) -> int:
+        return self._dispatched - self._completed - self._failed - self._cancelled
+
+    def _on_drained(self) -> None:
+        """Nothing is pending or running (lock held): wake wait() and, if closed, workers."""
+        if self._idle_waiters:
+            self._idle_cond.notify_all()
+        if self._closed and self._parked:
+            self._parked = 0
+            self._ready_cond.notify_all()
+
+    def _run_job(self, job: _Job) -> bool | None:
+        future = job.future
+        try:
+            if not future.set_running_or_notify_cancel():
+                return None
+        except RuntimeError:
+            # The caller resolved the future themselves: nothing left to run.
+            return None
+        try:
+            result = self._handler(job.work)
+        except BaseException as exc:
+            _settle(future.set_exception, exc)
+            return False
+        _settle(future.set_result, result)
+        return True
+
+    def _report(self, exc: BaseException, work: Any, master: Hashable) -> None:
+        try:
+            self._on_error(exc, work, master)
+        except BaseException as error:
+            _report_unraisable(
+                error, "Exception ignored in fastdispatch on_error for master", master
+            )
+
+    def is_worker_thread(self) -> bool:
+        """Whether the calling thread is one of this core's workers."""
+        return _get_ident() in self._worker_ids
+
+    # -- shutdown ---------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether intake is stopped."""
+        return self._closed
+
+    def close_intake(self, reason: str) -> bool:
+        """Stop intake: later dispatches (and blocked ones) raise
+        ``DispatcherClosed(reason)``. Returns once no producer is still
+        mid-enqueue; True only for the call that closed it."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            self._reason = reason
+            for mb in self._masters.values():
+                if mb.blocked:
+                    mb.space.notify_all()  # type: ignore[union-attr]
+            if self._unfinished() == 0:
+                self._on_drained()
+            return True
+
+    def cancel_pending(self) -> list[tuple[Any, Hashable]]:
+        """Take every queued, not yet started item out: count it as
+        cancelled, cancel its future, return ``(work, master)`` pairs (FIFO
+        within a master)."""
+        taken: list[tuple[Any, Hashable]] = []
+        futures: list[Future[Any]] = []
+        with self._lock:
+            for mb in self._masters.values():
+                queue = mb.queue
+                master = mb.master
+                while queue:
+                    item = queue.popleft()
+                    if item.__class__ is _Job:
+                        futures.append(item.future)
+                        taken.append((item.work, master))
+                    else:
+                        taken.append((item, master))
+                if mb.blocked:
+                    mb.space.notify_all()  # type: ignore[union-attr]
+            # Queued mailboxes are now empty: free them. Those in a worker's
+            # hands are freed by that worker when its current item ends.
+            while self._ready:
+                self._retire(self._ready.popleft())
+            self._cancelled += len(taken)
+            if self._unfinished() == 0:
+                self._on_drained()
+        for future in futures:  # outside the lock: callbacks run user code
+            future.cancel()
+        return taken
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every accepted item has finished; False on timeout."""
+        deadline = _deadline(_check_timeout(timeout))
+        with self._lock:
+            self._idle_waiters += 1
+            try:
+                while self._unfinished():
+                    if deadline is None:
+                        self._idle_cond.wait()
+                    else:
+                        remaining = deadline - monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._idle_cond.wait(remaining)
+                return True
+            finally:
+                self._idle_waiters -= 1
+
+    def after_fork_in_child(self, reason: str) -> None:
+        """Make the copy inherited by a forked child closed and inert."""
+        # The parent's lock may have been held by a thread that does not exist here.
+        self._init_sync()
+        self._closed = True
+        self._reason = reason
+        # The parent runs what it had accepted; here it will never run.
+        self._cancelled = self._dispatched - self._completed - self._failed
+        self._running = 0
+        self._masters = {}
+        self._ready = deque()
+        self._worker_ids = set()
+        self._workers = 0
+        self._parked = 0
+        self._idle_waiters = 0
+
+    # -- introspection ----------------------------------------------------
+    def pending(self, master: Hashable) -> int:
+        """How many items of *master* are queued (not counting a running one)."""
+        with self._lock:
+            try:
+                mb = self._masters.get(master)
+            except TypeError as exc:
+                raise _unhashable(master, exc) from exc
+            return 0 if mb is None else len(mb.queue)
+
+    def stats(self) -> tuple[int, int, int, int, int, int, int, int]:
+        """``(dispatched, completed, failed, cancelled, pending, running,
+        active_masters, workers)``."""
+        with self._lock:
+            unfinished = self._unfinished()
+            return (
+                self._dispatched,
+                self._completed,
+                self._failed,
+                self._cancelled,
+                unfinished - self._running,
+                self._running,
+                len(self._masters),
+                self._workers,
+            )
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else monotonic() + timeout
+
+
+def _settle(setter: Callable[[Any], None], value: Any) -> None:
+    # InvalidStateError: the caller resolved the future first; theirs stands.
+    with suppress(Exception):
+        setter(value)
