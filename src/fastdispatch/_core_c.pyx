@@ -1,0 +1,942 @@
+"""The compiled core of fastdispatch (contract: ``_core_c.pyi``).
+
+Data structures, all reached without the GIL's help (atomics in _atomic.h):
+
+* One ``_Mailbox`` per active master. Its queue is a chain of ring chunks:
+  producers reserve a place with one CAS on the mailbox word (queued count
+  and state IDLE / SCHEDULED / DEAD, so capacity and "was it idle?" are one
+  decision), claim a slot with a fetch-add on the tail chunk and publish the
+  item with a release store. No mutex on the producer path. The worker that
+  owns the mailbox is its only consumer; a tiny spin lock on the consumer side
+  lets ``cancel_pending`` take items out without racing it.
+* A ready queue of mailboxes (Vyukov's intrusive MPSC list; the consumer end
+  is a mutex shared by the workers only). A mailbox is put on it by the
+  producer that moved it from IDLE to SCHEDULED, or by its worker handing it
+  back after ``BATCH`` items: it is on the queue or in one worker's hands,
+  never both, which is the ordering guarantee.
+* The intake word: CLOSED bit, producers mid-enqueue, unfinished items. One
+  RMW to enter, one to leave and count the item; close() waits for the
+  mid-enqueue count to drain; workers exit when the word reads "closed,
+  nothing in flight, nothing unfinished".
+* Idle workers park on an event count and are woken only when one is parked.
+
+Chunks that the consumer has passed are freed only when no producer is mid
+enqueue anywhere (a producer may still hold a stale tail pointer until it
+leaves the intake), or with the mailbox.
+"""
+
+cimport cython
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
+from libc.stdint cimport int64_t
+
+import threading
+import time
+from concurrent.futures import Future
+
+from fastdispatch._errors import DispatcherClosed, QueueFull
+
+
+cdef extern from "_atomic.h" nogil:
+    int64_t fd_load(const int64_t *p)
+    int64_t fd_load_relaxed(const int64_t *p)
+    void fd_store(int64_t *p, int64_t v)
+    int64_t fd_fetch_add(int64_t *p, int64_t v)
+    int64_t fd_fetch_or(int64_t *p, int64_t v)
+    bint fd_cas(int64_t *p, int64_t *expected, int64_t desired)
+    void *fd_load_ptr(void **p)
+    void fd_store_ptr(void **p, void *v)
+    void *fd_exchange_ptr(void **p, void *v)
+    bint fd_cas_ptr(void **p, void **expected, void *desired)
+    void fd_backoff(int *spins)
+    void fd_thread_yield()
+    void fd_spin_lock(int64_t *lock)
+    void fd_spin_unlock(int64_t *lock)
+
+    ctypedef struct fd_event:
+        pass
+    int fd_event_init(fd_event *e)
+    void fd_event_destroy(fd_event *e)
+    int64_t fd_event_prepare(fd_event *e)
+    void fd_event_cancel(fd_event *e)
+    void fd_event_wait(fd_event *e, int64_t key)
+    bint fd_event_has_waiters(fd_event *e)
+    void fd_event_notify_one(fd_event *e)
+    void fd_event_notify_all(fd_event *e)
+
+    ctypedef struct fd_mutex:
+        pass
+    int fd_mutex_init(fd_mutex *m)
+    void fd_mutex_destroy(fd_mutex *m)
+    void fd_mutex_lock(fd_mutex *m)
+    void fd_mutex_unlock(fd_mutex *m)
+
+
+cdef extern from "_pycompat.h":
+    int fd_dict_get_ref(dict d, object key, PyObject **result) except -1
+    int fd_dict_setdefault_ref(dict d, object key, object dflt, PyObject **result) except -1
+
+
+#: A worker hands a master back after at most this many items (fairness).
+BATCH = 1024
+cdef int64_t C_BATCH = 1024
+
+# Mailbox word: (queued << 2) | state.
+cdef enum:
+    IDLE = 0
+    SCHEDULED = 1
+    DEAD = 2
+    STATE_MASK = 3
+    COUNT_ONE = 4
+
+# Intake word: CLOSED | producers mid-enqueue << 1 | unfinished << 21.
+cdef int64_t CLOSED = 1
+cdef int64_t INFLIGHT_ONE = 2
+cdef int64_t INFLIGHT_MASK = ((1 << 20) - 1) << 1
+cdef int64_t UNF_SHIFT = 21
+cdef int64_t UNF_ONE = 1 << 21
+
+cdef enum:
+    PUT_OK = 0
+    PUT_CLOSED = 1
+    PUT_FULL = 2
+    PUT_DEAD = 3
+
+cdef int64_t FIRST_CHUNK = 16
+cdef int64_t MAX_CHUNK = 1024
+
+
+# -- ring chunks ---------------------------------------------------------
+
+cdef struct Chunk:
+    Chunk *next        # atomic: set once by the producer that overflows
+    int64_t claim      # atomic: next slot to hand out (may run past size)
+    int64_t size
+    PyObject **slots   # size slots right after the header; NULL = not yet stored
+
+
+cdef Chunk *chunk_new(int64_t size) noexcept nogil:
+    cdef Chunk *c = <Chunk *>PyMem_RawCalloc(
+        1, sizeof(Chunk) + <size_t>size * sizeof(PyObject *))
+    if c != NULL:
+        c.size = size
+        c.slots = <PyObject **>(<char *>c + sizeof(Chunk))
+    return c
+
+
+cdef Chunk *chunk_new_retrying(int64_t size) noexcept nogil:
+    # A reserved slot must be published, or the consumer would wait for it
+    # forever; a few KiB that cannot be had now are retried, not given up.
+    cdef Chunk *c = chunk_new(size)
+    cdef int spins = 0
+    while c == NULL:
+        fd_backoff(&spins)
+        c = chunk_new(size)
+    return c
+
+
+cdef struct Node:
+    Node *next         # atomic
+    PyObject *owner    # the _Mailbox (borrowed; the queue's reference is counted separately)
+
+
+cdef struct Ring:
+    int64_t word       # atomic: (queued << 2) | state
+    int64_t blocked    # atomic: producers waiting for room
+    int64_t lock       # consumer-side spin lock
+    Chunk *tail        # atomic: the chunk producers claim slots in
+    Chunk *head        # consumer: chunk of the next item
+    int64_t head_idx   # consumer: slot of the next item in head
+    Chunk *oldest      # consumer: first chunk not yet freed (chain oldest..head retired)
+    Node node          # link in the ready queue
+
+
+cdef inline int64_t ring_reserve(Ring *r, int64_t capacity) noexcept nogil:
+    """Reserve one place and mark the ring SCHEDULED: the old word, or -1 if
+    DEAD, -2 if full."""
+    cdef int64_t w = fd_load(&r.word)
+    while True:
+        if (w & STATE_MASK) == DEAD:
+            return -1
+        if capacity >= 0 and (w >> 2) >= capacity:
+            return -2
+        if fd_cas(&r.word, &w, (w & ~(<int64_t>STATE_MASK)) + COUNT_ONE + SCHEDULED):
+            return w
+
+
+cdef inline void ring_push(Ring *r, PyObject *item) noexcept nogil:
+    """Publish a reserved item (the caller entered the intake first)."""
+    cdef Chunk *c
+    cdef Chunk *n
+    cdef Chunk *fresh
+    cdef void *expected
+    cdef int64_t i, size
+    while True:
+        c = <Chunk *>fd_load_ptr(<void **>&r.tail)
+        i = fd_fetch_add(&c.claim, 1)
+        if i < c.size:
+            fd_store_ptr(<void **>&c.slots[i], item)
+            return
+        n = <Chunk *>fd_load_ptr(<void **>&c.next)
+        if n == NULL:
+            size = c.size * 2
+            if size > MAX_CHUNK:
+                size = MAX_CHUNK
+            fresh = chunk_new_retrying(size)
+            expected = NULL
+            if fd_cas_ptr(<void **>&c.next, &expected, fresh):
+                n = fresh
+            else:
+                PyMem_RawFree(fresh)
+                n = <Chunk *>expected
+        # Move the tail on before claiming again (whoever wins): a retired
+        # chunk is never the tail once its linker has left the intake.
+        expected = c
+        fd_cas_ptr(<void **>&r.tail, &expected, n)
+
+
+cdef inline PyObject *ring_pop(Ring *r) noexcept nogil:
+    """Consumer, under r.lock: take the next item (the ring's reference), or
+    NULL when nothing is reserved."""
+    cdef Chunk *c
+    cdef Chunk *n
+    cdef PyObject *item
+    cdef int spins = 0
+    if (fd_load(&r.word) >> 2) == 0:
+        return NULL
+    c = r.head
+    if r.head_idx == c.size:
+        # The reserved item lives in a later chunk; its producer links it
+        # before publishing, a few instructions away.
+        n = <Chunk *>fd_load_ptr(<void **>&c.next)
+        while n == NULL:
+            fd_backoff(&spins)
+            n = <Chunk *>fd_load_ptr(<void **>&c.next)
+        r.head = n
+        r.head_idx = 0
+        c = n
+    item = <PyObject *>fd_load_ptr(<void **>&c.slots[r.head_idx])
+    while item == NULL:
+        fd_backoff(&spins)
+        item = <PyObject *>fd_load_ptr(<void **>&c.slots[r.head_idx])
+    c.slots[r.head_idx] = NULL
+    r.head_idx += 1
+    fd_fetch_add(&r.word, -COUNT_ONE)
+    return item
+
+
+cdef inline void ring_reclaim(Ring *r) noexcept nogil:
+    """Consumer, under r.lock, with no producer mid-enqueue: free passed chunks."""
+    cdef Chunk *c
+    while r.oldest != r.head:
+        c = r.oldest
+        r.oldest = c.next
+        PyMem_RawFree(c)
+
+
+cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
+    """Empty and in state from_state -> DEAD; False if an item was reserved."""
+    cdef int64_t w = fd_load(&r.word)
+    while (w >> 2) == 0 and (w & STATE_MASK) == from_state:
+        if fd_cas(&r.word, &w, DEAD):
+            return True
+    return False
+
+
+# -- ready queue -----------------------------------------------------------
+
+cdef struct ReadyQueue:
+    Node *head         # atomic: producers swap themselves in here
+    Node *tail         # consumer end, under lock
+    Node stub
+    fd_mutex lock
+
+
+cdef inline void rq_init(ReadyQueue *q) noexcept nogil:
+    q.stub.next = NULL
+    q.stub.owner = NULL
+    q.head = &q.stub
+    q.tail = &q.stub
+
+
+cdef inline void rq_push(ReadyQueue *q, Node *n) noexcept nogil:
+    cdef Node *prev
+    fd_store_ptr(<void **>&n.next, NULL)
+    prev = <Node *>fd_exchange_ptr(<void **>&q.head, n)
+    fd_store_ptr(<void **>&prev.next, n)
+
+
+cdef inline Node *rq_pop_locked(ReadyQueue *q, bint *busy) noexcept nogil:
+    cdef Node *t = q.tail
+    cdef Node *nxt = <Node *>fd_load_ptr(<void **>&t.next)
+    cdef Node *h
+    if t == &q.stub:
+        if nxt == NULL:
+            return NULL
+        q.tail = nxt
+        t = nxt
+        nxt = <Node *>fd_load_ptr(<void **>&nxt.next)
+    if nxt != NULL:
+        q.tail = nxt
+        return t
+    h = <Node *>fd_load_ptr(<void **>&q.head)
+    if t != h:
+        busy[0] = True
+        return NULL
+    rq_push(q, &q.stub)
+    nxt = <Node *>fd_load_ptr(<void **>&t.next)
+    if nxt != NULL:
+        q.tail = nxt
+        return t
+    busy[0] = True
+    return NULL
+
+
+cdef Node *rq_pop(ReadyQueue *q) noexcept nogil:
+    cdef Node *n
+    cdef bint busy
+    cdef int spins = 0
+    while True:
+        busy = False
+        fd_mutex_lock(&q.lock)
+        n = rq_pop_locked(q, &busy)
+        fd_mutex_unlock(&q.lock)
+        if n != NULL or not busy:
+            return n
+        # A producer is between its two stores of a push.
+        fd_backoff(&spins)
+
+
+# -- per-worker counters -----------------------------------------------------
+
+cdef struct Slot:
+    int64_t used       # atomic: claimed by a live worker
+    int64_t running    # written by the owner only
+    int64_t completed
+    int64_t failed
+    int64_t cancelled
+    char pad[24]       # one cache line per worker
+
+
+cdef inline void slot_bump(int64_t *counter) noexcept nogil:
+    # Single writer: a load and a store, no read-modify-write.
+    fd_store(counter, fd_load_relaxed(counter) + 1)
+
+
+# -- Python-level objects -----------------------------------------------------
+
+@cython.final
+cdef class _Job:
+    """A ``submit``ted item: the work and its future."""
+    cdef object work
+    cdef object future
+
+
+@cython.final
+cdef class _Mailbox:
+    """One active master's queue."""
+    cdef object master
+    cdef Ring r
+
+    def __cinit__(self):
+        cdef Chunk *c = chunk_new(FIRST_CHUNK)
+        if c == NULL:
+            raise MemoryError()
+        self.r.tail = c
+        self.r.head = c
+        self.r.oldest = c
+        self.r.node.owner = <PyObject *>self
+
+    def __dealloc__(self):
+        # Normally empty (DEAD means drained); after fork the child drops
+        # the inherited items here.
+        cdef Chunk *c = self.r.oldest
+        cdef Chunk *n
+        cdef bint live = False
+        cdef int64_t i, start, end
+        while c != NULL:
+            if c == self.r.head:
+                live = True
+                start = self.r.head_idx
+            else:
+                start = 0
+            if live:
+                end = c.claim if c.claim < c.size else c.size
+                for i in range(start, end):
+                    Py_XDECREF(c.slots[i])
+                    c.slots[i] = NULL
+            n = c.next
+            PyMem_RawFree(c)
+            c = n
+
+
+cdef double _parse_timeout(object timeout) except -2.0:
+    """-1.0 for "no limit", else seconds >= 0."""
+    if timeout is None:
+        return -1.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+    cdef double t = timeout
+    if t != t:
+        raise ValueError("timeout must be a number of seconds, not NaN")
+    if t < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    if t == float("inf"):
+        return -1.0
+    return t
+
+
+cdef inline int _check_block(object block) except -1:
+    if block is not True and block is not False:
+        raise TypeError(f"block must be a bool, not {type(block).__name__}")
+    return 0
+
+
+@cython.final
+cdef class Core:
+    """The master -> mailbox map, the queues, the workers' loop and counters."""
+
+    cdef object _handler
+    cdef object _on_error
+    cdef object _spawn
+    cdef int64_t _capacity
+    cdef int64_t _max_workers
+    cdef dict _masters
+    cdef int64_t _intake
+    cdef int64_t _dispatched
+    cdef int64_t _cancelled
+    cdef int64_t _live
+    cdef int64_t _shutdown
+    cdef int64_t _idle_waiters
+    cdef Slot *_slots
+    cdef ReadyQueue _rq
+    cdef fd_event _event
+    cdef object _space_cond
+    cdef object _idle_cond
+    cdef set _worker_idents
+    cdef object _reason
+
+    def __cinit__(self):
+        rq_init(&self._rq)
+        if fd_mutex_init(&self._rq.lock) != 0 or fd_event_init(&self._event) != 0:
+            raise MemoryError("cannot initialise the dispatcher's locks")
+
+    def __init__(self, handler, on_error, spawn, capacity, max_workers):
+        self._handler = handler
+        self._on_error = on_error
+        self._spawn = spawn
+        self._capacity = -1 if capacity is None else capacity
+        self._max_workers = max_workers
+        self._slots = <Slot *>PyMem_RawCalloc(<size_t>max_workers, sizeof(Slot))
+        if self._slots == NULL:
+            raise MemoryError()
+        self._masters = {}
+        self._space_cond = threading.Condition()
+        self._idle_cond = threading.Condition()
+        self._worker_idents = set()
+        self._reason = "dispatcher is closed"
+
+    def __dealloc__(self):
+        cdef Node *n = rq_pop(&self._rq)
+        while n != NULL:
+            Py_XDECREF(n.owner)
+            n = rq_pop(&self._rq)
+        fd_event_destroy(&self._event)
+        fd_mutex_destroy(&self._rq.lock)
+        PyMem_RawFree(self._slots)
+
+    # -- intake ------------------------------------------------------------
+
+    def dispatch(self, work, master, *, block=True, timeout=None):
+        """Queue ``work`` for ``master``; see ``Dispatcher.dispatch``."""
+        cdef double deadline = -1.0
+        _check_block(block)
+        if timeout is not None:
+            deadline = self._deadline(timeout)
+        self._put(work, master, block, deadline)
+
+    def submit(self, work, master, *, block=True, timeout=None):
+        """Queue ``work`` for ``master`` and return a Future of its result."""
+        cdef double deadline = -1.0
+        cdef _Job job
+        _check_block(block)
+        if timeout is not None:
+            deadline = self._deadline(timeout)
+        future = Future()
+        job = _Job.__new__(_Job)
+        job.work = work
+        job.future = future
+        self._put(job, master, block, deadline)
+        return future
+
+    def dispatch_many(self, pairs, *, block=True, timeout=None):
+        """Dispatch each ``(work, master)`` pair; return how many were accepted."""
+        cdef double deadline = -1.0
+        cdef Py_ssize_t accepted = 0
+        _check_block(block)
+        if timeout is not None:
+            deadline = self._deadline(timeout)
+        try:
+            for pair in pairs:
+                if type(pair) is tuple and len(<tuple>pair) == 2:
+                    work, master = <tuple>pair
+                else:
+                    work, master = _unpack_pair(pair)
+                self._put(work, master, block, deadline)
+                accepted += 1
+        except BaseException as exc:
+            try:
+                exc.accepted = accepted
+            except AttributeError:
+                pass
+            raise
+        return accepted
+
+    cdef double _deadline(self, object timeout) except -2.0:
+        cdef double t = _parse_timeout(timeout)
+        if t < 0:
+            return -1.0
+        return time.monotonic() + t
+
+    cdef _Mailbox _mailbox_for(self, object master):
+        cdef PyObject *p = NULL
+        cdef _Mailbox fresh
+        try:
+            if fd_dict_get_ref(self._masters, master, &p) == 0:
+                fresh = _Mailbox.__new__(_Mailbox)
+                fresh.master = master
+                fd_dict_setdefault_ref(self._masters, master, fresh, &p)
+        except TypeError as exc:
+            raise TypeError(
+                f"master must be hashable, got {master!r} ({type(master).__name__}): {exc}"
+            ) from exc
+        mb = <_Mailbox>p
+        Py_XDECREF(p)
+        return mb
+
+    cdef int _put(self, object item, object master, bint block, double deadline) except -1:
+        cdef _Mailbox mb = self._mailbox_for(master)
+        cdef int status = self._try_put(mb, item)
+        if status == PUT_OK:
+            return 0
+        return self._put_slow(item, master, mb, status, block, deadline)
+
+    cdef int _try_put(self, _Mailbox mb, object item) except -1:
+        cdef int64_t old
+        cdef int64_t w = fd_fetch_add(&self._intake, INFLIGHT_ONE)
+        if w & CLOSED:
+            self._leave_rejected()
+            # A mailbox made for this call and never used must not linger.
+            if ring_try_kill(&mb.r, IDLE):
+                self._forget(mb)
+            return PUT_CLOSED
+        old = ring_reserve(&mb.r, self._capacity)
+        if old < 0:
+            self._leave_rejected()
+            return PUT_DEAD if old == -1 else PUT_FULL
+        Py_INCREF(item)
+        ring_push(&mb.r, <PyObject *>item)
+        fd_fetch_add(&self._dispatched, 1)
+        fd_fetch_add(&self._intake, UNF_ONE - INFLIGHT_ONE)
+        if (old & STATE_MASK) == IDLE:
+            self._schedule(mb)
+        return PUT_OK
+
+    cdef inline void _leave_rejected(self) noexcept:
+        cdef int64_t w = fd_fetch_add(&self._intake, -INFLIGHT_ONE)
+        if w & CLOSED:
+            # Workers may be waiting for the last producer to leave.
+            fd_event_notify_all(&self._event)
+
+    cdef int _schedule(self, _Mailbox mb) except -1:
+        cdef int64_t n
+        Py_INCREF(mb)  # the ready queue's reference
+        rq_push(&self._rq, &mb.r.node)
+        if fd_event_has_waiters(&self._event):
+            fd_event_notify_one(&self._event)
+            return 0
+        n = fd_load(&self._live)
+        while n < self._max_workers:
+            if fd_cas(&self._live, &n, n + 1):
+                try:
+                    self._spawn()
+                except BaseException:
+                    fd_fetch_add(&self._live, -1)
+                    raise
+                return 0
+        return 0
+
+    cdef int _put_slow(self, object item, object master, _Mailbox mb, int status,
+                       bint block, double deadline) except -1:
+        while True:
+            if status == PUT_CLOSED:
+                raise DispatcherClosed(self._reason)
+            if status == PUT_DEAD:
+                # Its worker is removing it from the map right now.
+                with nogil:
+                    fd_thread_yield()
+                mb = self._mailbox_for(master)
+                status = self._try_put(mb, item)
+                if status == PUT_OK:
+                    return 0
+                continue
+            if not block:
+                raise QueueFull(
+                    f"queue of master {master!r} is full (capacity {self._capacity})")
+            if threading.get_ident() in self._worker_idents:
+                raise QueueFull(
+                    f"queue of master {master!r} is full (capacity {self._capacity}) and "
+                    "the caller is one of this dispatcher's workers: waiting would deadlock")
+            return self._put_blocking(item, master, deadline)
+
+    cdef int _put_blocking(self, object item, object master, double deadline) except -1:
+        cdef _Mailbox mb
+        cdef int status
+        cdef double remaining
+        cond = self._space_cond
+        with cond:
+            while True:
+                mb = self._mailbox_for(master)
+                fd_fetch_add(&mb.r.blocked, 1)
+                try:
+                    status = self._try_put(mb, item)
+                    if status == PUT_OK:
+                        return 0
+                    if status == PUT_CLOSED:
+                        raise DispatcherClosed(self._reason)
+                    if status == PUT_DEAD:
+                        with nogil:
+                            fd_thread_yield()
+                        continue
+                    if deadline < 0:
+                        cond.wait()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise QueueFull(
+                                f"queue of master {master!r} is full (capacity "
+                                f"{self._capacity}); timed out waiting for room")
+                        cond.wait(remaining)
+                finally:
+                    fd_fetch_add(&mb.r.blocked, -1)
+
+    cdef void _forget(self, _Mailbox mb) noexcept:
+        # The entry is still this mailbox: only a DEAD mailbox's killer
+        # deletes it, and setdefault never replaces an entry.
+        try:
+            del self._masters[mb.master]
+        except KeyError:
+            pass
+
+    # -- workers -----------------------------------------------------------
+
+    def run_worker(self):
+        """Body of one worker thread; returns when closed and drained."""
+        cdef Slot *slot = self._claim_slot()
+        cdef Node *n
+        cdef _Mailbox mb
+        ident = threading.get_ident()
+        self._worker_idents.add(ident)
+        try:
+            while True:
+                with nogil:
+                    n = self._next_node()
+                if n == NULL:
+                    break
+                while n != NULL:
+                    mb = <_Mailbox>n.owner
+                    if not self._run_mailbox(mb, slot):
+                        Py_XDECREF(<PyObject *>mb)  # the ready queue's reference
+                    n = rq_pop(&self._rq)
+                mb = None  # a parked worker must not keep a master alive
+        finally:
+            self._worker_idents.discard(ident)
+            fd_store(&slot.used, 0)
+            fd_fetch_add(&self._live, -1)
+            # Others may be parked waiting to see the last worker leave.
+            fd_event_notify_all(&self._event)
+
+    cdef Slot *_claim_slot(self) except NULL:
+        cdef int64_t i, expected
+        cdef int spins = 0
+        while True:
+            for i in range(self._max_workers):
+                expected = 0
+                if fd_cas(&self._slots[i].used, &expected, 1):
+                    return &self._slots[i]
+            # A worker that is leaving still holds its slot for an instant.
+            with nogil:
+                fd_backoff(&spins)
+
+    cdef inline bint _should_exit(self) noexcept nogil:
+        return fd_load(&self._intake) == CLOSED or fd_load(&self._shutdown) != 0
+
+    cdef Node *_next_node(self) noexcept nogil:
+        cdef Node *n
+        cdef int64_t key
+        while True:
+            n = rq_pop(&self._rq)
+            if n != NULL:
+                return n
+            if self._should_exit():
+                return NULL
+            key = fd_event_prepare(&self._event)
+            n = rq_pop(&self._rq)
+            if n != NULL:
+                fd_event_cancel(&self._event)
+                return n
+            if self._should_exit():
+                fd_event_cancel(&self._event)
+                return NULL
+            fd_event_wait(&self._event, key)
+
+    cdef bint _run_mailbox(self, _Mailbox mb, Slot *slot) noexcept:
+        """Handle up to BATCH items; True if mb went back on the ready queue
+        (keeping the queue's reference)."""
+        cdef Ring *r = &mb.r
+        cdef PyObject *p
+        cdef int64_t done = 0
+        while done < C_BATCH:
+            fd_spin_lock(&r.lock)
+            p = ring_pop(r)
+            if r.oldest != r.head and (fd_load(&self._intake) & INFLIGHT_MASK) == 0:
+                ring_reclaim(r)
+            fd_spin_unlock(&r.lock)
+            if p == NULL:
+                if ring_try_kill(r, SCHEDULED):
+                    self._forget(mb)
+                    return False
+                continue  # a producer reserved a place just now
+            done += 1
+            if fd_load(&r.blocked) > 0:
+                self._notify_space()
+            item = <object>p
+            Py_XDECREF(p)  # the ring's reference; `item` holds its own
+            self._run_item(mb, item, slot)
+            item = None
+        if ring_try_kill(r, SCHEDULED):
+            self._forget(mb)
+            return False
+        # Fairness: hand the master back and serve the others first.
+        rq_push(&self._rq, &r.node)
+        fd_event_notify_one(&self._event)
+        return True
+
+    cdef void _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
+        cdef _Job job
+        fd_store(&slot.running, 1)
+        try:
+            if type(item) is _Job:
+                job = <_Job>item
+                if not job.future.set_running_or_notify_cancel():
+                    slot_bump(&slot.cancelled)
+                    fd_store(&slot.running, 0)
+                    return
+                try:
+                    result = self._handler(job.work)
+                except BaseException as exc:
+                    # Counted before the future resolves: whoever sees the
+                    # future done also sees the count.
+                    slot_bump(&slot.failed)
+                    fd_store(&slot.running, 0)
+                    job.future.set_exception(exc)
+                else:
+                    slot_bump(&slot.completed)
+                    fd_store(&slot.running, 0)
+                    job.future.set_result(result)
+            else:
+                try:
+                    self._handler(item)
+                except BaseException as exc:
+                    slot_bump(&slot.failed)
+                    fd_store(&slot.running, 0)
+                    self._report(exc, item, mb.master)
+                else:
+                    slot_bump(&slot.completed)
+                    fd_store(&slot.running, 0)
+        finally:
+            # Whatever happened above, the item is finished: wait() and
+            # shutdown must not hang on it.
+            fd_store(&slot.running, 0)
+            self._finish(1)
+
+    cdef void _report(self, exc, work, master) noexcept:
+        # If on_error itself raises, Cython reports it as unraisable.
+        self._on_error(exc, work, master)
+
+    cdef void _finish(self, int64_t n) noexcept:
+        cdef int64_t w = fd_fetch_add(&self._intake, -n * UNF_ONE)
+        if (w >> UNF_SHIFT) == n:
+            if fd_load(&self._idle_waiters) > 0:
+                self._notify(self._idle_cond)
+            if w & CLOSED:
+                fd_event_notify_all(&self._event)
+
+    cdef void _notify_space(self) noexcept:
+        self._notify(self._space_cond)
+
+    cdef void _notify(self, cond) noexcept:
+        with cond:
+            cond.notify_all()
+
+    def is_worker_thread(self):
+        """Whether the calling thread is one of this core's workers."""
+        return threading.get_ident() in self._worker_idents
+
+    # -- shutdown ------------------------------------------------------------
+
+    @property
+    def closed(self):
+        return (fd_load(&self._intake) & CLOSED) != 0
+
+    def close_intake(self, reason):
+        """Stop intake; return True for the call that closed it."""
+        cdef int64_t old
+        cdef int spins = 0
+        if not (fd_load(&self._intake) & CLOSED):
+            self._reason = reason
+        old = fd_fetch_or(&self._intake, CLOSED)
+        with nogil:
+            while fd_load(&self._intake) & INFLIGHT_MASK:
+                fd_backoff(&spins)
+        self._notify(self._space_cond)
+        fd_event_notify_all(&self._event)
+        return not (old & CLOSED)
+
+    def cancel_pending(self):
+        """Take every queued, not started item out; return (work, master) pairs."""
+        cdef list out = []
+        cdef list futures = []
+        cdef _Mailbox mb
+        cdef Ring *r
+        cdef PyObject **buf
+        cdef int64_t n, i, total = 0
+        for mb in list(self._masters.values()):
+            r = &mb.r
+            n = fd_load(&r.word) >> 2
+            if n == 0:
+                continue
+            buf = <PyObject **>PyMem_RawMalloc(<size_t>n * sizeof(PyObject *))
+            if buf == NULL:
+                raise MemoryError()
+            # No Python code may run under the spin lock (a worker spinning
+            # on it may hold the GIL), so the items are collected first.
+            fd_spin_lock(&r.lock)
+            i = 0
+            while i < n:
+                buf[i] = ring_pop(r)
+                if buf[i] == NULL:
+                    break
+                i += 1
+            fd_spin_unlock(&r.lock)
+            n = i
+            total += n
+            for i in range(n):
+                item = <object>buf[i]
+                Py_XDECREF(buf[i])
+                if type(item) is _Job:
+                    futures.append((<_Job>item).future)
+                    out.append(((<_Job>item).work, mb.master))
+                else:
+                    out.append((item, mb.master))
+            PyMem_RawFree(buf)
+            item = None
+            if fd_load(&r.blocked) > 0:
+                self._notify_space()
+        if total:
+            fd_fetch_add(&self._cancelled, total)
+            for future in futures:
+                future.cancel()
+            self._finish(total)
+        return out
+
+    def wait(self, timeout=None):
+        """Block until every accepted item has finished; False on timeout."""
+        cdef double deadline = self._deadline(timeout)
+        cdef double remaining
+        if (fd_load(&self._intake) >> UNF_SHIFT) == 0:
+            return True
+        fd_fetch_add(&self._idle_waiters, 1)
+        try:
+            with self._idle_cond:
+                while (fd_load(&self._intake) >> UNF_SHIFT) != 0:
+                    if deadline < 0:
+                        self._idle_cond.wait()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._idle_cond.wait(remaining)
+            return True
+        finally:
+            fd_fetch_add(&self._idle_waiters, -1)
+
+    def after_fork_in_child(self, reason):
+        """Make the copy inherited by a forked child closed and inert."""
+        cdef int64_t i, completed = 0, failed = 0, cancelled = 0
+        # Locks may have been held by threads that do not exist here.
+        fd_event_init(&self._event)
+        fd_mutex_init(&self._rq.lock)
+        # Queued mailboxes keep their references: their state may be half
+        # written by a thread that no longer exists, so they are left alone.
+        rq_init(&self._rq)
+        for i in range(self._max_workers):
+            completed += self._slots[i].completed
+            failed += self._slots[i].failed
+            cancelled += self._slots[i].cancelled
+            self._slots[i].used = 0
+            self._slots[i].running = 0
+        # Whatever the parent had not finished is the parent's to run.
+        self._cancelled = self._dispatched - completed - failed - cancelled
+        self._reason = reason
+        self._intake = CLOSED
+        self._live = 0
+        self._shutdown = 1
+        self._idle_waiters = 0
+        self._space_cond = threading.Condition()
+        self._idle_cond = threading.Condition()
+        self._worker_idents = set()
+        self._masters = {}
+
+    # -- introspection -------------------------------------------------------
+
+    def pending(self, master):
+        """Items queued for ``master`` (not counting the one running)."""
+        cdef PyObject *p = NULL
+        cdef int64_t n
+        try:
+            if fd_dict_get_ref(self._masters, master, &p) == 0:
+                return 0
+        except TypeError as exc:
+            raise TypeError(
+                f"master must be hashable, got {master!r} ({type(master).__name__}): {exc}"
+            ) from exc
+        n = fd_load(&(<_Mailbox>p).r.word) >> 2
+        Py_XDECREF(p)
+        return n
+
+    def stats(self):
+        """(dispatched, completed, failed, cancelled, pending, running,
+        active_masters, workers)."""
+        cdef int64_t i, completed = 0, failed = 0, cancelled = 0, running = 0
+        cdef int64_t dispatched, pending
+        for i in range(self._max_workers):
+            completed += fd_load(&self._slots[i].completed)
+            failed += fd_load(&self._slots[i].failed)
+            cancelled += fd_load(&self._slots[i].cancelled)
+            running += fd_load(&self._slots[i].running)
+        cancelled += fd_load(&self._cancelled)
+        dispatched = fd_load(&self._dispatched)
+        pending = dispatched - completed - failed - cancelled - running
+        if pending < 0:
+            pending = 0
+        return (dispatched, completed, failed, cancelled, pending, running,
+                len(self._masters), fd_load(&self._live))
+
+
+def _unpack_pair(pair):
+    try:
+        work, master = pair
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"dispatch_many expects (work, master) pairs, got {pair!r}") from exc
+    return work, master
