@@ -1,0 +1,146 @@
+"""Semantics 8-10: memory follows activity, fairness, idle is idle."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from typing import Any
+
+from semhelpers import WAIT, Recorder, wait_ok
+
+# -- 8. memory follows activity -------------------------------------------------
+
+
+def test_active_masters_counts_queued_or_running(make: Any) -> None:
+    gate = make.gate()
+    started = threading.Event()
+
+    def handle(work: Any) -> None:
+        if work == "block":
+            started.set()
+            assert gate.wait(WAIT)
+
+    d = make(handle, max_workers=1)
+    assert d.stats().active_masters == 0
+    d.dispatch("block", "running")
+    assert started.wait(WAIT)
+    assert d.stats().active_masters == 1  # running, nothing queued
+    d.dispatch("x", "queued-1")
+    d.dispatch("x", "queued-2")
+    d.dispatch("x", "queued-2")
+    assert d.stats().active_masters == 3
+    gate.set()
+    wait_ok(d)
+    s = d.stats()
+    assert (s.active_masters, s.pending, s.running) == (0, 0, 0)
+
+
+def test_one_off_masters_drain_back_to_zero(make: Any) -> None:
+    d = make(lambda w: None, max_workers=4)
+    n = 100_000
+    assert d.dispatch_many((i, ("one-off", i)) for i in range(n)) == n
+    wait_ok(d, timeout=60)
+    s = d.stats()
+    assert (s.dispatched, s.completed, s.active_masters) == (n, n, 0)
+    for i in range(0, n, 9973):
+        assert d.pending(("one-off", i)) == 0
+    assert d.stats().active_masters == 0, "pending() must not create mailboxes"
+
+
+class Key:
+    """A weak-referenceable master with identity hashing."""
+
+
+class Item:
+    """A weak-referenceable work item."""
+
+
+def test_drained_masters_and_works_are_released(make: Any) -> None:
+    d = make(lambda w: None, max_workers=1)
+    keys = [Key() for _ in range(50)]
+    items = [Item() for _ in range(50)]
+    refs = [weakref.ref(o) for o in keys + items]
+    for k, it in zip(keys, items, strict=False):
+        d.dispatch(it, k)
+    d.submit(Item(), keys[0]).result(timeout=WAIT)
+    wait_ok(d)
+    # one more item, so the (single) worker cannot still hold the last one in a local
+    d.dispatch(None, "flush")
+    wait_ok(d)
+    del keys, items, k, it
+    gc.collect()
+    alive = [r() for r in refs if r() is not None]
+    assert alive == [], f"{len(alive)} masters/works still referenced after they drained"
+
+
+# -- 9. fairness ------------------------------------------------------------------
+
+
+def test_hot_master_hands_back_after_a_batch(make: Any, core: Any) -> None:
+    gate = make.gate()
+    started = threading.Event()
+
+    def action(work: Any) -> None:
+        if work[0] == "blocker":
+            started.set()
+            assert gate.wait(WAIT)
+
+    rec = Recorder(action=action)
+    d = make(rec, max_workers=1)
+    d.dispatch(("blocker", 0), "blocker")
+    assert started.wait(WAIT)  # the only worker is held: the queues fill deterministically
+    hot = 5000
+    d.dispatch_many((("hot", i), "hot") for i in range(hot))
+    d.dispatch(("cold", 0), "cold")
+    gate.set()
+    wait_ok(d, timeout=30)
+    position = rec.order.index(("cold", 0))
+    assert position <= 1 + core.BATCH + 1, f"cold master waited behind {position - 1} items"
+    assert position < 1 + hot, "the cold master ran only after the hot one finished"
+    assert rec.by_master["hot"] == list(range(hot))
+
+
+def test_many_hot_masters_all_progress(make: Any, core: Any) -> None:
+    """Round robin: with 3 hot masters and one worker, each gets a turn
+    before any has done more than two batches."""
+    gate = make.gate()
+    started = threading.Event()
+
+    def action(work: Any) -> None:
+        if work[0] == "blocker":
+            started.set()
+            assert gate.wait(WAIT)
+
+    rec = Recorder(action=action)
+    d = make(rec, max_workers=1)
+    d.dispatch(("blocker", 0), "blocker")
+    assert started.wait(WAIT)
+    for m in ("h1", "h2", "h3"):
+        d.dispatch_many(((m, i), m) for i in range(3 * core.BATCH))
+    gate.set()
+    wait_ok(d, timeout=30)
+    firsts = [rec.order.index((m, 0)) for m in ("h1", "h2", "h3")]
+    assert max(firsts) <= 1 + 2 * core.BATCH + 2, firsts
+
+
+# -- 10. idle is idle -------------------------------------------------------------
+
+
+def test_idle_workers_use_no_cpu(make: Any) -> None:
+    prefix = "fdtest-idle"
+    d = make(lambda w: None, max_workers=4, thread_name_prefix=prefix)
+    barrier = threading.Barrier(4, timeout=WAIT)
+    d2 = make(lambda w: barrier.wait(), max_workers=4)  # a second dispatcher, all workers alive
+    for m in range(4):
+        d2.dispatch(m, m)
+    for i in range(2000):
+        d.dispatch(i, i % 16)
+    wait_ok(d)
+    wait_ok(d2)
+    assert d.stats().workers >= 1 and d2.stats().workers == 4
+    t0 = time.process_time()
+    threading.Event().wait(0.3)
+    used = time.process_time() - t0
+    assert used < 0.05, f"idle dispatchers used {used:.3f}s of CPU in 0.3s"
