@@ -1,0 +1,324 @@
+"""Turn the runner's results into a markdown report and a PNG chart."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+LOOP, EXECUTOR, COMPILED, MANY, PURE, QUEUE = (
+    "loop",
+    "executor",
+    "fd-cython",
+    "fd-cython-many",
+    "fd-python",
+    "thread-per-master",
+)
+LATENCY = "S5"  # the one scenario whose value is a latency (lower is better)
+# Typographic signs of the report, as escapes so the source stays free of look-alikes.
+TIMES, DASH = "\u00d7", "\u2013"
+
+Cells = dict[str, dict[str, dict[str, Any]]]
+
+
+def si(v: float) -> str:
+    """3 significant digits with a k/M suffix."""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _ok(cells: Cells, name: str, key: str) -> dict[str, Any] | None:
+    cell = cells.get(name, {}).get(key)
+    return cell if cell and cell.get("status") == "ok" else None
+
+
+class _Notes:
+    """Footnotes for cells that did not produce a number."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, cell: dict[str, Any] | None) -> str:
+        if cell is None:
+            return "—"
+        reason = cell.get("reason") or cell.get("status", "?")
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"{cell.get('status', '?')} [{self.reasons.index(reason) + 1}]"
+
+    def markdown(self) -> str:
+        return "".join(f"{i}. {r}\n" for i, r in enumerate(self.reasons, 1))
+
+
+def ratio(cells: Cells, name: str, base: str, key: str) -> float | None:
+    """How many times better ``name`` is than ``base`` on ``key`` (>1: better)."""
+    a, b = _ok(cells, name, key), _ok(cells, base, key)
+    if not a or not b or not a["value"] or not b["value"]:
+        return None
+    return b["value"] / a["value"] if key == LATENCY else a["value"] / b["value"]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _grid(results: dict[str, Any], keys: list[str], fmt: Callable[[str, str], str]) -> str:
+    labels = results["labels"]
+    header = ["contender", *keys]
+    return _table(header, [[labels[n], *(fmt(n, k) for k in keys)] for n in labels])
+
+
+def _throughput_cell(cell: dict[str, Any]) -> str:
+    if cell["rounds"] < 2:
+        return f"**{si(cell['value'])}**"
+    return f"**{si(cell['value'])}** ({si(cell['value_min'])}{DASH}{si(cell['value_max'])})"
+
+
+def _targets(cells: Cells) -> str:
+    def r(name: str, base: str, key: str) -> float | None:
+        return ratio(cells, name, base, key)
+
+    def rss(name: str) -> float | None:
+        c = _ok(cells, name, "S3")
+        return c["peak_rss_mb"] if c else None
+
+    def p50(name: str) -> float | None:
+        c = _ok(cells, name, LATENCY)
+        return c["p50_us"] if c else None
+
+    q = p50(QUEUE)
+    lat = f"S5 compiled p50 ≤ queue.Queue + 1 thread ({q:.1f} µs)" if q else "S5 p50"
+    x = TIMES
+    rows_spec: list[tuple[str, Callable[[str], float | None], float, bool, str, bool]] = [
+        # (target, measure(name), bound, at_least, unit, applies to dispatch_many)
+        (f"S1 compiled ≥ 0.25{x} bare loop", lambda n: r(n, LOOP, "S1"), 0.25, True, x, True),
+        (f"S1 compiled ≥ 10{x} executor recipe", lambda n: r(n, EXECUTOR, "S1"), 10, True, x, True),
+        (f"S1 pure ≥ 2{x} executor recipe", lambda n: r(PURE, EXECUTOR, "S1"), 2, True, x, False),
+        (f"S2 compiled ≥ 0.25{x} bare loop", lambda n: r(n, LOOP, "S2"), 0.25, True, x, True),
+        ("S3 compiled peak RSS ≤ 300 MB", rss, 300, False, " MB", True),
+        (f"S3 compiled ≥ 10{x} executor recipe", lambda n: r(n, EXECUTOR, "S3"), 10, True, x, True),
+        (f"S6 compiled ≥ 5{x} executor recipe", lambda n: r(n, EXECUTOR, "S6"), 5, True, x, True),
+        (lat, p50, q or 0.0, False, " µs", False),
+    ]
+
+    def judge(v: float | None, bound: float, at_least: bool, unit: str) -> str:
+        if v is None:
+            return "not measured"
+        ok = v >= bound if at_least else v <= bound
+        return f"{v:.3g}{unit} {'✅' if ok else '❌'}"
+
+    rows = []
+    for target, measure, bound, at_least, unit, many in rows_spec:
+        rows.append(
+            [
+                target,
+                judge(measure(COMPILED), bound, at_least, unit),
+                judge(measure(MANY), bound, at_least, unit) if many else "—",
+            ]
+        )
+    return _table(["target (issue 2)", "fastdispatch `dispatch`", "with `dispatch_many`"], rows)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole report: throughput, ratios, RSS, latency, targets, footnotes."""
+    meta, cells = results["meta"], results["cells"]
+    keys = list(results["scenarios"])
+    rate_keys = [k for k in keys if k != LATENCY]
+    notes = _Notes()
+    out = [
+        "# fastdispatch benchmark results\n",
+        f"{meta['date']} · {meta['nproc']} CPUs ({meta['cpu']}) · "
+        f"{meta['python_impl']} {meta['python']} · {meta['platform']} · "
+        f"commit {meta['commit'] or '?'} · size **{meta['size']}** · "
+        f"{meta['rounds']} rounds (median, min{DASH}max) · "
+        f"timeout {meta['timeout_s']:g} s per run · "
+        f"took {meta['elapsed_s']:.0f} s\n",
+    ]
+    out.append(
+        "\n" + "".join(f"- **{k}**: {v['title']}\n" for k, v in results["scenarios"].items())
+    )
+    if meta["size"] != "full":
+        out.append(
+            f"\n> Sizes are reduced (`{meta['size']}`), so these numbers are indicative only; "
+            "the committed results come from a full run.\n"
+        )
+    if rate_keys:
+        out += [
+            "\n## Throughput, items/s (higher is better)\n\n",
+            _grid(
+                results,
+                rate_keys,
+                lambda n, k: (
+                    _throughput_cell(c) if (c := _ok(cells, n, k)) else notes.mark(cells[n][k])
+                ),
+            ),
+        ]
+    for base, title in ((LOOP, "the bare loop"), (EXECUTOR, "the executor recipe")):
+        if base in cells:
+            out += [
+                f"\n## Ratio to {title} (median / median; >1 = faster than {title}; "
+                "S5: its p50 / this p50)\n\n",
+                _grid(
+                    results,
+                    keys,
+                    lambda n, k, b=base: (
+                        f"{v:.3g}{TIMES}" if (v := ratio(cells, n, b, k)) is not None else "—"
+                    ),
+                ),
+            ]
+    out += [
+        "\n## Peak RSS of the child process, MB (ru_maxrss; includes the interpreter)\n\n",
+        _grid(
+            results,
+            keys,
+            lambda n, k: f"{c['peak_rss_mb']:.0f}" if (c := _ok(cells, n, k)) else "—",
+        ),
+    ]
+    extra = [k for k in ("S4", LATENCY) if k in keys]
+    if extra:
+        header, rows = ["contender"], []
+        if "S4" in keys:
+            header.append("S4 efficiency (ideal time / time)")
+        if LATENCY in keys:
+            header += ["S5 p50 µs", "S5 p99 µs"]
+        for n, label in results["labels"].items():
+            row = [label]
+            if "S4" in keys:
+                c = _ok(cells, n, "S4")
+                row.append(f"{c['efficiency']:.2f}" if c else notes.mark(cells[n]["S4"]))
+            if LATENCY in keys:
+                c = _ok(cells, n, LATENCY)
+                row += (
+                    [f"{c['p50_us']:.1f}", f"{c['p99_us']:.1f}"]
+                    if c
+                    else [notes.mark(cells[n][LATENCY]), "—"]
+                )
+            rows.append(row)
+        out += ["\n## I/O efficiency (S4) and latency (S5)\n\n", _table(header, rows)]
+    if COMPILED in cells:
+        out += ["\n## Targets from issue 2\n\n", _targets(cells)]
+    if notes.reasons:
+        out += ["\n## Cells without a number\n\n", notes.markdown()]
+    partial = [
+        f"- {results['labels'][n]} / {k}: {c['reason']}"
+        for n in cells
+        for k, c in cells[n].items()
+        if c.get("status") == "ok" and c.get("reason")
+    ]
+    if partial:
+        out += [
+            "\n## Rounds that failed (the cell is the median of the others)\n\n",
+            "\n".join(partial) + "\n",
+        ]
+    micro = results.get("micro")
+    if micro:
+        out.append("\n## Dispatch cost per item (pyperf, `bench/micro.py`)\n\n")
+        if "compare_to" in micro:
+            out.append("```\n" + micro["compare_to"] + "\n```\n")
+        for core in ("python", "cython"):
+            if core in micro:
+                out.append(f"\n{core} core:\n```\n{micro[core]}\n```\n")
+    return "".join(out)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Grouped log-scale bars of throughput per scenario, and S5 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells, labels, meta = results["cells"], results["labels"], results["meta"]
+    keys = list(results["scenarios"])
+    rate_keys = [k for k in keys if k != LATENCY]
+    names = list(labels)
+    colors = {n: plt.get_cmap("tab10")(i) for i, n in enumerate(names)}
+    has_lat = LATENCY in keys
+    fig, axes = plt.subplots(
+        1,
+        2 if has_lat else 1,
+        figsize=(15 if has_lat else 11, 6.5),
+        gridspec_kw={"width_ratios": [3, 1.3]} if has_lat else None,
+    )
+    ax = axes[0] if has_lat else axes
+    width = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        for j, k in enumerate(rate_keys):
+            x = j + (i - (len(names) - 1) / 2) * width
+            c = _ok(cells, n, k)
+            if c:
+                err = [[c["value"] - c["value_min"]], [c["value_max"] - c["value"]]]
+                ax.bar(
+                    x,
+                    c["value"],
+                    width,
+                    color=colors[n],
+                    yerr=err,
+                    capsize=2,
+                    label=labels[n] if j == 0 else None,
+                )
+            else:
+                status = cells[n][k].get("status", "?")
+                ax.text(
+                    x,
+                    1.3,
+                    {"timeout": "timeout"}.get(status, status),
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color=colors[n],
+                )
+        if not any(_ok(cells, n, k) for k in rate_keys):
+            ax.bar(0, 0, width, color=colors[n], label=labels[n])
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1)
+    ax.set_xticks(range(len(rate_keys)))
+    ax.set_xticklabels(
+        [f"{k}\n" + textwrap.fill(results["scenarios"][k]["title"], 24) for k in rate_keys],
+        fontsize=8,
+    )
+    ax.set_ylabel(f"items/s (log scale, median; whiskers min{DASH}max)")
+    ax.set_title("Throughput (higher is better)")
+    ax.grid(axis="y", which="major", alpha=0.4)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4)
+    if has_lat:
+        lx = axes[1]
+        lat = [(n, c) for n in names if (c := _ok(cells, n, LATENCY))]
+        ys = range(len(lat))
+        lx.barh(
+            [y + 0.2 for y in ys],
+            [c["p99_us"] for _, c in lat],
+            0.4,
+            color=[colors[n] for n, _ in lat],
+            alpha=0.45,
+            label="p99",
+        )
+        lx.barh(
+            [y - 0.2 for y in ys],
+            [c["p50_us"] for _, c in lat],
+            0.4,
+            color=[colors[n] for n, _ in lat],
+            label="p50",
+        )
+        lx.set_yticks(list(ys))
+        lx.set_yticklabels([labels[n] for n, _ in lat], fontsize=8)
+        lx.invert_yaxis()
+        lx.set_xscale("log")
+        lx.set_xlabel("µs, dispatch → handler entry (log scale)")
+        lx.set_title("S5 latency at light load (lower is better)")
+        lx.grid(axis="x", which="major", alpha=0.4)
+        lx.legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        f"fastdispatch vs peers · {meta['size']} sizes · {meta['nproc']} CPUs {meta['cpu']} · "
+        f"Python {meta['python']} · {meta['date']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

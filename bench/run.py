@@ -1,0 +1,292 @@
+"""Run the fastdispatch benchmarks against their peers; print and save the table.
+
+    python bench/run.py                 # everything, full sizes (~15-20 min on 2 cores)
+    python bench/run.py --quick         # reduced sizes, a few minutes
+    python bench/run.py --scenario S1 --scenario micro --rounds 5
+
+Every measurement runs in a fresh child process (``bench/child.py``); rounds
+are interleaved (all contenders of round 1, then round 2, ...) so machine drift
+spreads over everyone. Results go to ``bench/results/`` (``results.json``,
+``results.md``, ``throughput.png``; ``--quick`` writes ``bench/results/quick/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import peers
+import report
+import scenarios
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+DEFAULT_TIMEOUT = {"full": 90.0, "quick": 30.0, "tiny": 30.0}
+DEFAULT_ROUNDS = {"full": 3, "quick": 2, "tiny": 1}
+
+
+def child_env(contender: str) -> dict[str, str]:
+    """The environment of a child: the runner's, with this contender's core switch."""
+    env = {k: v for k, v in os.environ.items() if k not in peers.FD_ENV_VARS}
+    env.update(peers.CONTENDERS[contender].env)
+    # From a source checkout that was not installed, use the in-tree package.
+    src = REPO / "src"
+    if importlib.util.find_spec("fastdispatch") is None and (src / "fastdispatch").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    env["PYTHONHASHSEED"] = "0"  # same dict layouts in every round
+    return env
+
+
+def preflight(contender: str) -> str | None:
+    """Why a fastdispatch contender cannot run at all here, or None."""
+    spec = peers.CONTENDERS[contender]
+    if spec.expect_impl is None:
+        return None
+    code = "import fastdispatch; print(fastdispatch.IMPLEMENTATION)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env(contender),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return f"unavailable: import fastdispatch failed: {last}"
+    if proc.stdout.strip() != spec.expect_impl:
+        return f"unavailable: core {proc.stdout.strip()!r} is active, not {spec.expect_impl!r}"
+    return None
+
+
+def run_child(contender: str, scenario: str, size: str, timeout: float) -> dict[str, Any]:
+    """One measurement in a fresh process; failures become a status, never an exception."""
+    cmd = [sys.executable, str(BENCH / "child.py"), contender, scenario, size]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, env=child_env(contender), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        return {
+            "status": "timeout",
+            "reason": f"timeout: not finished after {timeout:g} s (killed)",
+            "stderr": err[-2000:],
+        }
+    wall = time.perf_counter() - t0
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()
+        return {
+            "status": "failed",
+            "reason": f"failed: exit code {proc.returncode}: {tail[-1] if tail else 'no output'}",
+            "stderr": proc.stderr[-4000:],
+        }
+    result = json.loads(lines[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and range over the rounds of one (contender, scenario) cell."""
+    ok = [r for r in runs if r.get("status") == "ok"]
+    bad = [r for r in runs if r.get("status") != "ok"]
+    if not ok:
+        first = bad[0] if bad else {"status": "missing", "reason": "not run"}
+        return {"status": first["status"], "reason": first.get("reason", ""), "rounds": len(runs)}
+    cell: dict[str, Any] = {"status": "ok", "rounds": len(ok)}
+    for key in ("value", "peak_rss_mb", "efficiency", "p50_us", "p99_us", "items"):
+        vals = [r[key] for r in ok if key in r]
+        if vals:
+            cell[key] = statistics.median(vals)
+            cell[key + "_min"], cell[key + "_max"] = min(vals), max(vals)
+    if bad:
+        cell["reason"] = f"{len(bad)} of {len(runs)} rounds: {bad[0].get('reason', '')}"
+    return cell
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+def run_micro(out: Path, fast: bool, tiny: bool, timeout: float) -> dict[str, Any]:
+    """pyperf micro-benchmarks for both cores, then ``pyperf compare_to``."""
+    result: dict[str, Any] = {}
+    files = []
+    for core, contender in (("python", "fd-python"), ("cython", "fd-cython")):
+        path = out / f"micro-{core}.json"
+        path.unlink(missing_ok=True)
+        cmd = [sys.executable, str(BENCH / "micro.py"), "--core", core, "-o", str(path), "-q"]
+        if tiny:
+            cmd += ["-p", "1", "-n", "1", "-w", "0", "-l", "1000"]
+        elif fast:
+            cmd.append("--fast")
+        try:
+            proc = subprocess.run(
+                cmd, env=child_env(contender), capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            result[core] = f"timeout after {timeout:g} s"
+            continue
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            result[core] = f"failed: exit code {proc.returncode}: {tail}"
+            continue
+        result[core] = proc.stdout.strip()
+        files.append(path)
+    if len(files) == 2:
+        cmp = subprocess.run(
+            [sys.executable, "-m", "pyperf", "compare_to", *map(str, files), "--table"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        result["compare_to"] = (cmp.stdout + cmp.stderr).strip()
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="reduced sizes (a few minutes)")
+    ap.add_argument("--size", choices=["full", "quick", "tiny"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--scenario",
+        action="append",
+        choices=[*scenarios.SCENARIOS, "micro"],
+        help="run just this scenario (repeatable; 'micro' = the pyperf benchmarks)",
+    )
+    ap.add_argument(
+        "--contender",
+        action="append",
+        choices=list(peers.CONTENDERS),
+        help="run just this contender (repeatable)",
+    )
+    ap.add_argument("--rounds", type=int, help="rounds per cell (default 3, --quick 2)")
+    ap.add_argument("--timeout", type=float, help="seconds per child (default 90, --quick 30)")
+    ap.add_argument("--json", type=Path, help="also write the machine-readable results here")
+    ap.add_argument("--out", type=Path, help="results directory (default bench/results[/quick])")
+    ap.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    args = ap.parse_args(argv)
+    args.size = args.size or ("quick" if args.quick else "full")
+    if args.out is None:
+        args.out = BENCH / "results" / ("" if args.size == "full" else args.size)
+    args.rounds = args.rounds or DEFAULT_ROUNDS[args.size]
+    args.timeout = args.timeout or DEFAULT_TIMEOUT[args.size]
+    if args.rounds < 1 or args.timeout <= 0:
+        ap.error("--rounds and --timeout must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    selected = args.scenario or [*scenarios.SCENARIOS, "micro"]
+    keys = [k for k in scenarios.SCENARIOS if k in selected]
+    names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    unavailable = {n: why for n in names if (why := preflight(n))}
+    runs: list[dict[str, Any]] = []
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {n: {k: [] for k in keys} for n in names}
+    jobs = []
+    for key in keys:
+        size = scenarios.SCENARIOS[key].sizes[args.size]
+        for name in names:
+            why = unavailable.get(name) or scenarios.infeasible(name, key, size)
+            if why:
+                status = why.split(":", 1)[0]
+                cells[name][key].append({"status": status, "reason": why})
+    for rnd in range(1, args.rounds + 1):
+        jobs += [(rnd, k, n) for k in keys for n in names if not cells[n][k]]
+
+    with tqdm(total=len(jobs), desc="bench", unit="run", file=sys.stderr) as bar:
+        for rnd, key, name in jobs:
+            previous = cells[name][key]
+            if any(r["status"] == "timeout" for r in previous):
+                bar.update()  # a timeout is not retried: it would cost the budget again
+                continue
+            bar.set_postfix_str(f"round {rnd} {key} {name}")
+            r = run_child(name, key, args.size, args.timeout)
+            r.update(contender=name, scenario=key, round=rnd)
+            previous.append(r)
+            runs.append(r)
+            bar.update()
+
+    micro = None
+    if "micro" in selected:
+        print("running pyperf micro-benchmarks ...", file=sys.stderr)
+        micro = run_micro(args.out, args.size == "quick", args.size == "tiny", 30 * args.timeout)
+
+    results = {
+        "meta": {
+            **machine(),
+            "size": args.size,
+            "rounds": args.rounds,
+            "timeout_s": args.timeout,
+            "argv": sys.argv[1:] if argv is None else argv,
+            "elapsed_s": round(time.perf_counter() - started, 1),
+            "fastdispatch": next(
+                (r.get("fastdispatch_version") for r in runs if r.get("fastdispatch_version")),
+                None,
+            ),
+        },
+        "labels": {n: peers.CONTENDERS[n].label for n in names},
+        "scenarios": {
+            k: {
+                "title": scenarios.SCENARIOS[k].describe(args.size),
+                "size": scenarios.SCENARIOS[k].sizes[args.size].__dict__,
+            }
+            for k in keys
+        },
+        "cells": {n: {k: summarise(cells[n][k]) for k in keys} for n in names},
+        "micro": micro,
+        "runs": runs,
+    }
+    text = report.markdown(results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "results.md").write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.no_chart:
+        report.chart(results, args.out / "throughput.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
