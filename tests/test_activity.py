@@ -6,9 +6,10 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
-from semhelpers import WAIT, Recorder, wait_ok
+from semhelpers import WAIT, Recorder, threads_named, wait_ok
 
 # -- 8. memory follows activity -------------------------------------------------
 
@@ -128,19 +129,38 @@ def test_many_hot_masters_all_progress(make: Any, core: Any) -> None:
 # -- 10. idle is idle -------------------------------------------------------------
 
 
+def _thread_cpu_clocks(threads: list[threading.Thread]) -> list[Callable[[], float]]:
+    """Per-thread CPU clocks where the platform has them (POSIX)."""
+    clocks: list[Callable[[], float]] = []
+    for t in threads:
+        assert t.ident is not None
+        clk = time.pthread_getcpuclockid(t.ident)
+        clocks.append(lambda clk=clk: time.clock_gettime(clk))
+    return clocks
+
+
 def test_idle_workers_use_no_cpu(make: Any) -> None:
-    prefix = "fdtest-idle"
-    d = make(lambda w: None, max_workers=4, thread_name_prefix=prefix)
+    d = make(lambda w: None, max_workers=4, thread_name_prefix="fdtest-idle1")
     barrier = threading.Barrier(4, timeout=WAIT)
-    d2 = make(lambda w: barrier.wait(), max_workers=4)  # a second dispatcher, all workers alive
+    # a second dispatcher whose 4 workers are all alive (they met at the barrier)
+    d2 = make(lambda w: barrier.wait(), max_workers=4, thread_name_prefix="fdtest-idle2")
     for m in range(4):
         d2.dispatch(m, m)
     for i in range(2000):
         d.dispatch(i, i % 16)
     wait_ok(d)
     wait_ok(d2)
-    assert d.stats().workers >= 1 and d2.stats().workers == 4
+    workers = threads_named("fdtest-idle")
+    assert len(workers) == d.stats().workers + d2.stats().workers
+    assert d2.stats().workers == 4
+    per_thread = hasattr(time, "pthread_getcpuclockid")
+    clocks = _thread_cpu_clocks(workers) if per_thread else []
+    before = [c() for c in clocks]
     t0 = time.process_time()
     threading.Event().wait(0.3)
     used = time.process_time() - t0
     assert used < 0.05, f"idle dispatchers used {used:.3f}s of CPU in 0.3s"
+    if per_thread:
+        # a parked worker does not run at all; even polling every few ms shows here
+        spent = [c() - b for c, b in zip(clocks, before, strict=True)]
+        assert max(spent) < 0.001, f"idle workers used CPU: {spent}"

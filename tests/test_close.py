@@ -239,8 +239,9 @@ def test_close_wait_and_wait_from_handler_raise_and_change_nothing(make: Any) ->
         for name, call in [
             ("close", d.close),
             ("close_cancel", lambda: d.close(cancel_pending=True)),
-            ("wait", d.wait),
-            ("wait_timeout", lambda: d.wait(timeout=1)),
+            # with a timeout, so that a broken check fails this test instead of hanging it
+            ("wait", lambda: d.wait(timeout=WAIT)),
+            ("wait_zero", lambda: d.wait(timeout=0)),
         ]:
             try:
                 call()
@@ -252,7 +253,7 @@ def test_close_wait_and_wait_from_handler_raise_and_change_nothing(make: Any) ->
     d = holder["d"] = make(handle, max_workers=2)
     d.dispatch("call", "m")
     wait_ok(d)
-    assert set(errors) == {"close", "close_cancel", "wait", "wait_timeout"}
+    assert set(errors) == {"close", "close_cancel", "wait", "wait_zero"}
     for name, exc in errors.items():
         assert isinstance(exc, RuntimeError), (name, exc)
         assert not isinstance(exc, DispatcherClosed), (name, exc)

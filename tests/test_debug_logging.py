@@ -25,7 +25,10 @@ for i, d in enumerate(ds):
 log = logging.getLogger("fastdispatch")
 sys.stdout.write(json.dumps({
     "handlers": [
-        [type(h).__name__, getattr(getattr(h, "stream", None), "name", None)]
+        [
+            "StreamHandler" if isinstance(h, logging.StreamHandler) else type(h).__name__,
+            getattr(getattr(h, "stream", None), "name", None),
+        ]
         for h in log.handlers
     ],
     "debug_enabled": log.isEnabledFor(logging.DEBUG),

@@ -46,6 +46,7 @@ def fork_and_report(child: Any, timeout: float = WAIT) -> dict[str, Any]:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([r], [], [], max(left, 0))
             if not ready:
+                os.kill(pid, 9)
                 pytest.fail(f"forked child did not answer in {timeout}s (hung?)")
             chunk = os.read(r, 65536)
             if not chunk:
