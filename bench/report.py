@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -137,7 +138,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"commit {meta['commit'] or '?'} · size **{meta['size']}** · "
         f"{meta['rounds']} rounds (median, min{DASH}max) · "
         f"timeout {meta['timeout_s']:g} s per run · "
-        f"took {meta['elapsed_s']:.0f} s\n",
+        f"took {meta['elapsed_s']:.0f} s · load average {meta['loadavg_start']} at start, "
+        f"{meta['loadavg']} at end\n",
     ]
     out.append(
         "\n" + "".join(f"- **{k}**: {v['title']}\n" for k, v in results["scenarios"].items())
@@ -247,6 +249,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     )
     ax = axes[0] if has_lat else axes
     width = 0.8 / max(1, len(names))
+    ok = [c for n in names for k in rate_keys if (c := _ok(cells, n, k))]
+    bottom = 10 ** math.floor(math.log10(min(c["value_min"] for c in ok) / 2)) if ok else 1.0
+    top = max((c["value_max"] for c in ok), default=10.0) * 12  # room for the value labels
     for i, n in enumerate(names):
         for j, k in enumerate(rate_keys):
             x = j + (i - (len(names) - 1) / 2) * width
@@ -262,11 +267,20 @@ def chart(results: dict[str, Any], path: Path) -> None:
                     capsize=2,
                     label=labels[n] if j == 0 else None,
                 )
+                ax.text(
+                    x,
+                    c["value_max"] * 1.15,
+                    si(c["value"]),
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                )
             else:
                 status = cells[n][k].get("status", "?")
                 ax.text(
                     x,
-                    1.3,
+                    bottom * 1.3,
                     {"timeout": "timeout"}.get(status, status),
                     rotation=90,
                     ha="center",
@@ -275,18 +289,18 @@ def chart(results: dict[str, Any], path: Path) -> None:
                     color=colors[n],
                 )
         if not any(_ok(cells, n, k) for k in rate_keys):
-            ax.bar(0, 0, width, color=colors[n], label=labels[n])
+            ax.bar([], [], width, color=colors[n], label=labels[n])  # legend entry only
     ax.set_yscale("log")
-    ax.set_ylim(bottom=1)
+    ax.set_ylim(bottom=bottom, top=top)
     ax.set_xticks(range(len(rate_keys)))
     ax.set_xticklabels(
-        [f"{k}\n" + textwrap.fill(results["scenarios"][k]["title"], 24) for k in rate_keys],
+        [f"{k}\n" + textwrap.fill(results["scenarios"][k]["title"], 19) for k in rate_keys],
         fontsize=8,
     )
     ax.set_ylabel(f"items/s (log scale, median; whiskers min{DASH}max)")
     ax.set_title("Throughput (higher is better)")
     ax.grid(axis="y", which="major", alpha=0.4)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4)
     if has_lat:
         lx = axes[1]
         lat = [(n, c) for n in names if (c := _ok(cells, n, LATENCY))]
@@ -306,10 +320,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
             color=[colors[n] for n, _ in lat],
             label="p50",
         )
+        for y, (_, c) in zip(ys, lat, strict=True):
+            for dy, v in ((-0.2, c["p50_us"]), (0.2, c["p99_us"])):
+                lx.text(v * 1.1, y + dy, f"{v:.3g}", va="center", fontsize=7)
         lx.set_yticks(list(ys))
         lx.set_yticklabels([labels[n] for n, _ in lat], fontsize=8)
         lx.invert_yaxis()
         lx.set_xscale("log")
+        lx.set_xlim(right=max(c["p99_us"] for _, c in lat) * 4 if lat else None)
         lx.set_xlabel("µs, dispatch → handler entry (log scale)")
         lx.set_title("S5 latency at light load (lower is better)")
         lx.grid(axis="x", which="major", alpha=0.4)

@@ -141,7 +141,16 @@ def machine() -> dict[str, Any]:
         "python_impl": platform.python_implementation(),
         "platform": platform.platform(),
         "commit": commit,
+        "loadavg": _loadavg(),
     }
+
+
+def _loadavg() -> str:
+    # Other processes on the machine skew every number: say how busy it was.
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def run_micro(out: Path, fast: bool, tiny: bool, timeout: float) -> dict[str, Any]:
@@ -153,9 +162,9 @@ def run_micro(out: Path, fast: bool, tiny: bool, timeout: float) -> dict[str, An
         path.unlink(missing_ok=True)
         cmd = [sys.executable, str(BENCH / "micro.py"), "--core", core, "-o", str(path), "-q"]
         if tiny:
-            cmd += ["-p", "1", "-n", "1", "-w", "0", "-l", "1000"]
+            cmd.append("--debug-single-value")
         elif fast:
-            cmd.append("--fast")
+            cmd += ["--processes", "4", "--values", "3"]
         try:
             proc = subprocess.run(
                 cmd, env=child_env(contender), capture_output=True, text=True, timeout=timeout
@@ -219,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    load_start = _loadavg()
 
     unavailable = {n: why for n in names if (why := preflight(n))}
     runs: list[dict[str, Any]] = []
@@ -255,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "meta": {
             **machine(),
+            "loadavg_start": load_start,
             "size": args.size,
             "rounds": args.rounds,
             "timeout_s": args.timeout,
