@@ -209,6 +209,21 @@ def _failure_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """A one-line reason for the banner. (distutils' error classes have unhelpful names.)"""
+    if isinstance(exc, CythonUnavailableError):
+        return str(exc)
+    if isinstance(exc, CCompilerError):
+        kind = "C compile/link error"
+    elif isinstance(exc, PlatformError):
+        kind = "no usable C compiler"
+    elif isinstance(exc, ExecError):
+        kind = "could not run the compiler"
+    else:
+        kind = "Cython could not compile the core"
+    return f"{kind}: {exc}" if str(exc) else kind
+
+
 class OptionalBuildExt(build_ext):
     """build_ext that cythonizes explicitly and applies the BuildPolicy to failures."""
 
@@ -225,7 +240,7 @@ class OptionalBuildExt(build_ext):
             self._cythonize()
             super().run()
         except failures as exc:
-            reason = f"{type(exc).__name__}: {exc}".strip()
+            reason = describe_failure(exc)
             try:
                 on_build_failure(self.policy, reason)
             except ExtensionRequiredError as error:
