@@ -1,0 +1,176 @@
+"""Smoke tests of bench/: the runner end to end at a tiny size, and the peers' correctness.
+
+The real benchmark runs are not part of the suite; this only keeps bench/
+from rotting: every scenario, the report, the chart and the pyperf driver run
+once on tiny inputs, and each contender is checked to handle every item, in
+order per master, never running one master on two threads at once (a peer
+that cheated would make every ratio meaningless).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+#: Contenders the runner smoke test drives in subprocesses; the thread-hungry
+#: peers are covered in-process below, which is much faster.
+RUNNER_CONTENDERS = ["fd-cython", "fd-python", "executor", "loop"]
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[dict[str, ModuleType]]:
+    """bench/'s modules, imported the way bench/child.py imports them."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import peers
+        import scenarios
+
+        yield {"peers": peers, "scenarios": scenarios}
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _compiled_available() -> bool:
+    return importlib.util.find_spec("fastdispatch._core_c") is not None
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTDISPATCH_")}
+    src = str(BENCH.parent / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.mark.timeout(120)
+def test_runner_tiny_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(BENCH / "run.py"), "--size", "tiny", "--out", str(out)]
+    cmd += ["--json", str(tmp_path / "extra.json"), "--timeout", "60"]
+    for c in RUNNER_CONTENDERS:
+        cmd += ["--contender", c]
+    proc = subprocess.run(
+        cmd, env=_child_env(), capture_output=True, text=True, timeout=110, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    assert "| contender |" in proc.stdout
+    assert "## Targets from issue 2" in proc.stdout
+    assert (out / "results.md").read_text() + "\n" == proc.stdout
+    assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((out / "results.json").read_text())
+    assert json.loads((tmp_path / "extra.json").read_text())["cells"] == results["cells"]
+
+    cells: dict[str, dict[str, Any]] = results["cells"]
+    assert set(cells) == set(RUNNER_CONTENDERS)
+    assert set(cells["loop"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
+    for name, row in cells.items():
+        for key, cell in row.items():
+            if name == "fd-cython" and not _compiled_available():
+                assert cell["status"] == "unavailable", (name, key, cell)
+                continue
+            assert cell["status"] == "ok", (name, key, cell)
+            assert cell["value"] > 0
+            assert cell["peak_rss_mb"] > 1
+    assert cells["loop"]["S5"]["p99_us"] >= cells["loop"]["S5"]["p50_us"] > 0
+    assert cells["executor"]["S4"]["efficiency"] > 0
+
+    micro = results["micro"]
+    assert "dispatch_many" in micro["python"], micro
+    if _compiled_available():
+        assert "compare_to" in micro, micro
+        assert "dispatch+handle" in micro["compare_to"]
+
+
+class _Recorder:
+    """A handler that checks order per master and exclusivity per master."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[Any] = set()
+        self.seen: dict[Any, list[int]] = defaultdict(list)
+        self.overlaps: list[Any] = []
+
+    def __call__(self, work: tuple[Any, Any, int]) -> None:
+        producer, master, seq = work
+        key = (producer, master)
+        with self.lock:
+            if master in self.running:
+                self.overlaps.append(master)
+            self.running.add(master)
+        self.seen[key].append(seq)  # only this master's (exclusive) thread appends here
+        with self.lock:
+            self.running.discard(master)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("producers", [1, 3])
+@pytest.mark.parametrize(
+    "name",
+    ["loop", "executor", "thread-per-master", "pykka", "fd-cython", "fd-cython-many", "fd-python"],
+)
+def test_contender_handles_everything_in_order(
+    bench: dict[str, ModuleType], name: str, producers: int
+) -> None:
+    peers = bench["peers"]
+    spec = peers.CONTENDERS[name]
+    if spec.expect_impl is not None:
+        import fastdispatch
+
+        if spec.expect_impl != fastdispatch.IMPLEMENTATION:
+            pytest.skip(f"this process runs the {fastdispatch.IMPLEMENTATION} core")
+    masters, per_master = 40, 25
+    rec = _Recorder()
+    c = peers.make(name, rec, 4)
+    chunks = [
+        [((p, m, i), m) for i in range(per_master) for m in range(masters)]
+        for p in range(producers)
+    ]
+    if producers == 1:
+        c.produce(chunks[0])
+    else:
+        threads = [threading.Thread(target=c.produce, args=(ch,)) for ch in chunks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive()
+    c.finish()
+
+    assert rec.overlaps == []
+    assert len(rec.seen) == masters * producers
+    for key, seqs in rec.seen.items():
+        assert seqs == list(range(per_master)), key
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["thread-per-master", "pykka"])
+def test_thread_peers_run_every_tiny_scenario(bench: dict[str, ModuleType], name: str) -> None:
+    scenarios = bench["scenarios"]
+    for key, scenario in scenarios.SCENARIOS.items():
+        size = scenario.sizes["tiny"]
+        assert scenarios.infeasible(name, key, size) is None
+        result = scenario.run(name, size)
+        assert result["value"] > 0, (key, result)
+
+
+def test_thread_peers_report_their_limit(bench: dict[str, ModuleType]) -> None:
+    scenarios = bench["scenarios"]
+    full = scenarios.SCENARIOS["S3"].sizes["full"]
+    for name in ("thread-per-master", "pykka"):
+        why = scenarios.infeasible(name, "S3", full)
+        assert why is not None
+        assert why.startswith("skipped: needs 1,000,000 OS threads"), why
+    assert scenarios.infeasible("executor", "S3", full) is None
+    assert scenarios.infeasible("fd-cython", "S3", full) is None
