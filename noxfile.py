@@ -71,7 +71,7 @@ def _assert_installed(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Install .[test] (compiles the extension; failing to is an error) and run the suite.
+    """Install .[test,bench] (compiles the extension; failing to is an error), run the suite.
 
     First with FASTDISPATCH_REQUIRE_EXTENSIONS=1 (the suite's fixture runs both cores), then
     with FASTDISPATCH_NO_EXTENSIONS=1. Extra arguments go to pytest.
@@ -82,7 +82,7 @@ def tests(session: nox.Session) -> None:
     # package, and switches from the caller's shell would change what each run tests.
     for name in ("PYTHONPATH", "FASTDISPATCH_NO_EXTENSIONS", "FASTDISPATCH_REQUIRE_EXTENSIONS"):
         session.env[name] = None
-    session.install(".[test]", env={"FASTDISPATCH_REQUIRE_EXTENSIONS": "1"})
+    session.install(".[test,bench]", env={"FASTDISPATCH_REQUIRE_EXTENSIONS": "1"})
     _assert_installed(session)
     pytest = ["python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs]
     session.run(*pytest, env={"FASTDISPATCH_REQUIRE_EXTENSIONS": "1"})

