@@ -18,9 +18,10 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#if defined(__GNUC__) || defined(__clang__)
+/* FD_FORCE_C11 lets the tests exercise the C11 path with GCC or Clang. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FD_FORCE_C11)
 #  define FD_ATOMIC_GCC 1
-#elif defined(_MSC_VER)
+#elif defined(_MSC_VER) && !defined(FD_FORCE_C11)
 #  define FD_ATOMIC_MSVC 1
 #  include <intrin.h>
 #  include <windows.h>
