@@ -793,9 +793,13 @@ cdef class Core:
         """Stop intake; return True for the call that closed it."""
         cdef int64_t old
         cdef int spins = 0
-        if not (fd_load(&self._intake) & CLOSED):
-            self._reason = reason
-        old = fd_fetch_or(&self._intake, CLOSED)
+        # The reason is written before CLOSED is set and never after, so
+        # producers that see CLOSED read a settled field (no GIL needed);
+        # the lock keeps two racing closers from writing it together.
+        with self._space_cond:
+            if not (fd_load(&self._intake) & CLOSED):
+                self._reason = reason
+            old = fd_fetch_or(&self._intake, CLOSED)
         with nogil:
             while fd_load(&self._intake) & INFLIGHT_MASK:
                 fd_backoff(&spins)
