@@ -184,8 +184,36 @@ def scaling(one: list[dict[str, Any]], two: list[dict[str, Any]]) -> dict[str, A
     }
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, where the platform has one."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(entry: dict[str, Any]) -> str | None:
+    """Why these figures do not show the build's scaling, if the machine was busy.
+
+    Scaling needs two idle cores. The bare loop is the self-check: alone on a core it gets
+    ~1 CPU second per wall second; less means other processes took the core.
+    """
+    cpus = os.cpu_count() or 1
+    reasons = []
+    bare = next((c for c in entry["contenders"] if c["label"] == "bare loop"), None)
+    if bare and "error" not in bare and bare["median_cpu_per_wall"] < 0.9:
+        reasons.append(f"the bare loop got {bare['median_cpu_per_wall']:.2f} CPU s per wall s")
+    loads = [x for x in entry.get("load_average", ()) if x is not None]
+    if loads and max(loads) > cpus:
+        reasons.append(f"1-min load average up to {max(loads):.1f} on {cpus} CPUs")
+    if not reasons:
+        return None
+    return "machine busy (" + "; ".join(reasons) + "): these figures do not measure scaling"
+
+
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in CONTENDERS}
+    load_before = load_average()
     total = args.rounds * len(CONTENDERS)
     done = 0
     for rnd in range(args.rounds):
@@ -200,7 +228,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         core: scaling(runs[f"{name} core, 1 worker"], runs[f"{name} core, 2 workers"])
         for core, name in (("cython", "compiled"), ("python", "pure"))
     }
-    return {
+    entry = {
         "build": build_key(),
         "python": sys.version.replace("\n", " "),
         "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
@@ -214,7 +242,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "contenders": contenders,
         "scaling_2_over_1": scale,
+        "load_average": [load_before, load_average()],
     }
+    entry["warning"] = busy_warning(entry)
+    return entry
 
 
 def gil_label(entry: dict[str, Any]) -> str:
@@ -236,6 +267,10 @@ def markdown_build(entry: dict[str, Any]) -> str:
         f"arithmetic ops); median of {p['rounds']} interleaved rounds, fresh process each; "
         f"{entry['machine']}; {entry['date']}.",
         "",
+    ]
+    if entry.get("warning"):
+        lines += [f"**Warning: {entry['warning']}.**", ""]
+    lines += [
         "| contender | items/s (median) | min-max | CPU s / wall s |",
         "|---|---:|---:|---:|",
     ]
@@ -277,6 +312,9 @@ def markdown_all(builds: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|",
     ]
     for entry in builds.values():
+        if entry.get("warning"):
+            # A figure from a busy machine is kept, but never shown without the caveat.
+            entry = {**entry, "build": f"{entry['build']} (busy machine, see below)"}
         by_label = {c["label"]: c for c in entry["contenders"]}
         for core, name in (("cython", "compiled"), ("python", "pure")):
             one = by_label.get(f"{name} core, 1 worker", {})
