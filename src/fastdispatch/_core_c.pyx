@@ -102,7 +102,7 @@ cdef enum:
     PUT_FULL = 2
     PUT_DEAD = 3
 
-cdef int64_t FIRST_CHUNK = 16
+cdef int64_t FIRST_CHUNK = 4  # most masters hold few items: small first, doubling
 cdef int64_t MAX_CHUNK = 1024
 
 
