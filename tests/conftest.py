@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import os
 import subprocess
 import sys
@@ -61,6 +62,9 @@ def Dispatcher(core: ModuleType) -> type:
     return type("Dispatcher", (Base,), {"_Core": core.Core, "__module__": __name__})
 
 
+_unique = itertools.count()
+
+
 class Factory:
     """Makes dispatchers and gates; tears all of them down after the test.
 
@@ -80,6 +84,10 @@ class Factory:
         self.made.append(d)
         return d
 
+    def prefix(self, name: str) -> str:
+        """A thread-name prefix unique in this process (tests count threads by it)."""
+        return f"{name}-{next(_unique)}-"
+
     def gate(self) -> threading.Event:
         """An Event a handler may block on; it is set at teardown."""
         ev = threading.Event()
@@ -96,6 +104,13 @@ class Factory:
         for d in self.made:
             with contextlib.suppress(Exception):
                 d.wait(timeout=WAIT)
+        # join the workers too, so no test sees another one's threads; in a
+        # helper thread, so that a worker that never exits cannot hang the suite
+        closers = [threading.Thread(target=d.close, daemon=True) for d in self.made]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join(WAIT)
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def test_user_cancelled_future_does_not_block_its_master(make: Any) -> None:
 
 
 def test_workers_stat_matches_threads(make: Any) -> None:
-    prefix = "fdtest-wstat"
+    prefix = make.prefix("fdtest-wstat")
     barrier = threading.Barrier(3, timeout=WAIT)
     d = make(lambda w: barrier.wait(), max_workers=3, thread_name_prefix=prefix)
     assert d.stats().workers == 0

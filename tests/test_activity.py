@@ -140,17 +140,18 @@ def _thread_cpu_clocks(threads: list[threading.Thread]) -> list[Callable[[], flo
 
 
 def test_idle_workers_use_no_cpu(make: Any) -> None:
-    d = make(lambda w: None, max_workers=4, thread_name_prefix="fdtest-idle1")
+    prefix = make.prefix("fdtest-idle")
+    d = make(lambda w: None, max_workers=4, thread_name_prefix=f"{prefix}1")
     barrier = threading.Barrier(4, timeout=WAIT)
     # a second dispatcher whose 4 workers are all alive (they met at the barrier)
-    d2 = make(lambda w: barrier.wait(), max_workers=4, thread_name_prefix="fdtest-idle2")
+    d2 = make(lambda w: barrier.wait(), max_workers=4, thread_name_prefix=f"{prefix}2")
     for m in range(4):
         d2.dispatch(m, m)
     for i in range(2000):
         d.dispatch(i, i % 16)
     wait_ok(d)
     wait_ok(d2)
-    workers = threads_named("fdtest-idle")
+    workers = threads_named(prefix)
     assert len(workers) == d.stats().workers + d2.stats().workers
     assert d2.stats().workers == 4
     per_thread = hasattr(time, "pthread_getcpuclockid")

@@ -201,3 +201,59 @@ def test_good_options_accepted(make: Any) -> None:
     d2.dispatch(5, "m", timeout=1)
     wait_ok(d2)
     assert d2.stats().completed == 5
+
+
+class EqRaises:
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("eq exploded")
+
+
+def test_master_whose_eq_raises(make: Any) -> None:
+    gate = make.gate()
+    handled: list[Any] = []
+    d = make(lambda w: (gate.wait(WAIT), handled.append(w)), max_workers=1)
+    first = EqRaises()
+    d.dispatch("first", first)  # running and blocked: its mailbox exists
+    d.dispatch("second", first)  # same object: found by identity, __eq__ not needed
+    before = d.stats()
+    with pytest.raises(ValueError, match="eq exploded"):
+        d.dispatch("other", EqRaises())  # same hash, different object: __eq__ runs
+    assert d.stats() == before
+    gate.set()
+    wait_ok(d)
+    assert handled == ["first", "second"]
+
+
+# Inputs whose handling is a policy choice: both cores must make the same one.
+EDGE_PAIRS: list[tuple[str, Any]] = [
+    ("list-pair", ["w", "m"]),
+    ("str-pair", "wm"),
+    ("namedtuple-pair", __import__("collections").namedtuple("P", "work master")("w", "m")),
+    ("tuple-subclass", type("T", (tuple,), {})(("w", "m"))),
+    ("dict", {"w": "m"}),
+    ("none", None),
+]
+
+
+def _outcome(core: Any, pair: Any) -> tuple[str, Any]:
+    handled: list[Any] = []
+    from fastdispatch._dispatcher import Dispatcher as Base
+
+    cls = type("D", (Base,), {"_Core": core.Core})
+    with cls(handled.append, max_workers=1) as d:
+        try:
+            n = d.dispatch_many([pair])
+        except Exception as exc:
+            return type(exc).__name__, getattr(exc, "accepted", None)
+    return f"accepted {n}", handled
+
+
+@pytest.mark.parametrize("pair", [p[1] for p in EDGE_PAIRS], ids=[p[0] for p in EDGE_PAIRS])
+def test_cores_agree_on_edge_pairs(pair: Any) -> None:
+    from conftest import load_core
+
+    c, py = load_core("cython"), load_core("python")
+    assert _outcome(c, pair) == _outcome(py, pair)

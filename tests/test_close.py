@@ -64,7 +64,7 @@ def test_intake_stops_after_close(make: Any) -> None:
 
 
 def test_close_drains_everything_and_joins_workers(make: Any) -> None:
-    prefix = "fdtest-drain"
+    prefix = make.prefix("fdtest-drain")
 
     def slowish(work: Any) -> None:
         if work[1] % 40 == 0:
@@ -92,7 +92,7 @@ def test_close_drains_everything_and_joins_workers(make: Any) -> None:
 
 
 def test_close_without_wait_returns_at_once_and_drains_after(make: Any) -> None:
-    prefix = "fdtest-nowait"
+    prefix = make.prefix("fdtest-nowait")
     d, rec, started, gate = blocked_first(make, max_workers=2, thread_name_prefix=prefix)
     d.dispatch(("a", 0, "block"), "a")
     for i in range(1, 50):
@@ -318,7 +318,7 @@ def test_close_without_wait_from_handler_is_allowed(make: Any) -> None:
 
 def test_context_manager_closes(Dispatcher: type) -> None:
     rec = Recorder()
-    prefix = "fdtest-ctx"
+    prefix = f"fdtest-ctx-{Dispatcher._Core.__module__}-"
     with Dispatcher(rec, max_workers=2, thread_name_prefix=prefix) as d:
         assert d.closed is False
         for i in range(100):

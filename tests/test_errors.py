@@ -57,7 +57,7 @@ def test_handler_exception_goes_to_on_error_and_work_goes_on(make: Any, exc: Bas
 
 def test_many_failures_do_not_kill_workers(make: Any) -> None:
     reports: list[Any] = []
-    prefix = "fdtest-errs"
+    prefix = make.prefix("fdtest-errs")
 
     def handle(n: int) -> int:
         if n % 2:

@@ -151,7 +151,7 @@ def test_masters_run_in_parallel_up_to_max_workers(make: Any, workers: int) -> N
 
 
 def test_never_more_than_max_workers(make: Any) -> None:
-    prefix = "fdtest-maxw"
+    prefix = make.prefix("fdtest-maxw")
     seen_threads: list[int] = []
 
     def count_threads(work: Any) -> None:
@@ -299,3 +299,71 @@ def test_handler_dispatches_and_submits_to_other_masters(make: Any, workers: int
     assert by_master["ping"] == list(range(0, 101, 2))
     assert by_master["pong"] == list(range(1, 101, 2))
     assert [f.result(timeout=0) for f in futures] == list(range(2, 101, 2))
+
+
+class Colliding:
+    """Masters that all share one hash but are distinct keys."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Colliding) and other.name == self.name
+
+    def __repr__(self) -> str:
+        return f"Colliding({self.name!r})"
+
+
+def test_colliding_hashes_are_distinct_masters(make: Any) -> None:
+    n = 4
+    barrier = threading.Barrier(n, timeout=WAIT)
+
+    def action(work: Any) -> None:
+        if work[1] == 0:
+            barrier.wait()  # the n colliding masters really run in parallel
+
+    rec = Recorder(action=action)
+    d = make(rec, max_workers=n)
+    masters = [Colliding(f"m{i}") for i in range(n)]
+    for i in range(200):
+        for m in masters:
+            d.dispatch((Colliding(m.name), i), Colliding(m.name))  # equal, not identical
+    wait_ok(d)
+    assert not rec.overlaps
+    assert len(rec.by_master) == n
+    for m in masters:
+        assert rec.by_master[m] == list(range(200))
+    # -1 and -2 share a hash in CPython but are different masters
+    d.dispatch((-1, 1), -1)
+    d.dispatch((-2, 1), -2)
+    wait_ok(d)
+    assert rec.by_master[-1] == [1] and rec.by_master[-2] == [1]
+
+
+def test_concurrent_waiters_all_return(make: Any) -> None:
+    gate = make.gate()
+    d = make(lambda w: gate.wait(WAIT), max_workers=2)
+    for i in range(10):
+        d.dispatch(i, i % 3)
+    waiters = [Call(lambda: d.wait(timeout=WAIT)) for _ in range(4)]
+    timed = Call(lambda: d.wait(timeout=0.05))
+    assert timed.finish() is False
+    gate.set()
+    assert [w.finish() for w in waiters] == [True] * 4
+
+
+def test_handler_may_introspect_its_dispatcher(make: Any) -> None:
+    holder: dict[str, Any] = {}
+    seen: list[Any] = []
+
+    def handle(work: int) -> None:
+        d = holder["d"]
+        seen.append((d.pending("m"), d.stats().running, d.closed, repr(d) != ""))
+
+    d = holder["d"] = make(handle, max_workers=1)
+    d.dispatch(0, "m")
+    wait_ok(d)
+    assert seen == [(0, 1, False, True)]
