@@ -173,3 +173,29 @@ def test_counters_are_exact_under_concurrency(make: Any) -> None:
     failed = 3 * len(range(0, 3000, 7))
     assert (s.dispatched, s.completed, s.failed, s.cancelled) == (9000, 9000 - failed, failed, 0)
     assert_identity(s)
+
+
+def test_user_cancelled_then_close_cancel_pending_counts_once(make: Any) -> None:
+    gate = make.gate()
+    started = threading.Event()
+
+    def handle(work: Any) -> None:
+        if work == "block":
+            started.set()
+            assert gate.wait(WAIT)
+
+    d = make(handle, max_workers=1)
+    d.dispatch("block", "m")
+    assert started.wait(WAIT)
+    f1 = d.submit("f1", "m")
+    d.dispatch("x", "m")
+    assert f1.cancel()
+    returned = d.close(wait=False, cancel_pending=True)
+    assert ("x", "m") in returned
+    assert set(returned) <= {("f1", "m"), ("x", "m")}
+    assert_identity(d.stats())
+    gate.set()
+    wait_ok(d)
+    s = d.stats()
+    assert_identity(s)
+    assert (s.dispatched, s.completed, s.cancelled) == (3, 1, 2), "each item counted once"

@@ -226,3 +226,28 @@ def test_space_frees_item_by_item(make: Any) -> None:
     wait_ok(d)
     assert sorted(rec.by_master["a"]) == [0, 1, 10, 11, 12, 13, 14]
     assert rec.by_master["a"][:2] == [0, 1]
+
+
+def test_worker_of_another_dispatcher_blocks_normally(make: Any) -> None:
+    """Only a worker of the *same* dispatcher gets QueueFull at once: a
+    worker of another dispatcher can wait, the full queue's own workers drain it."""
+    d2, rec2, gate2 = held(make, capacity=1)
+    d2.dispatch(("a", 1), "a")  # d2's master "a" is full
+    outcome: list[Any] = []
+
+    def handle(work: str) -> None:
+        try:
+            d2.dispatch(("a", 2), "a", timeout=WAIT)
+            outcome.append("accepted")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    d1 = make(handle, max_workers=1)
+    d1.dispatch("go", "x")
+    time.sleep(0.05)  # a chance to (wrongly) fail at once
+    assert outcome == []
+    gate2.set()
+    wait_ok(d1)
+    wait_ok(d2)
+    assert outcome == ["accepted"]
+    assert rec2.by_master["a"] == [0, 1, 2]
