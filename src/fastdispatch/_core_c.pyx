@@ -939,6 +939,9 @@ cdef class Core:
 
 
 def _unpack_pair(pair):
+    # A two-character string would unpack, but is never meant as a pair.
+    if isinstance(pair, (str, bytes, bytearray)):
+        raise TypeError(f"dispatch_many expects (work, master) pairs, got {pair!r}")
     try:
         work, master = pair
     except (TypeError, ValueError) as exc:
