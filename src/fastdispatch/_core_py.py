@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
-from itertools import islice
 from time import monotonic
 from typing import Any, NamedTuple
 
@@ -39,21 +38,39 @@ _MANY_CHUNK = 64
 _get_ident = threading.get_ident
 
 
-class _Mailbox:
-    """The queue of one active master."""
+class _Mailbox(deque):  # type: ignore[type-arg]
+    """The queued items of one active master (the deque itself, one allocation).
 
-    __slots__ = ("blocked", "dead", "master", "queue", "scheduled", "space")
+    A mailbox is in the master map exactly while it is scheduled: on the ready
+    queue or in one worker's hands. It is freed (removed from the map) when a
+    worker finds it empty, so an idle master costs nothing.
+    """
 
-    def __init__(self, master: Hashable) -> None:
-        self.master = master
-        self.queue: deque[Any] = deque()
-        # On the ready queue or owned by a worker.
-        self.scheduled = False
-        # Freed (removed from the map); blocked producers must look again.
-        self.dead = False
-        # Producers waiting for space in this mailbox.
-        self.blocked = 0
-        self.space: threading.Condition | None = None
+    __slots__ = ("master",)
+    master: Hashable
+
+
+class _Blocked:
+    """Producers waiting for room in one mailbox."""
+
+    __slots__ = ("count", "space")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.count = 0
+        self.space = threading.Condition(lock)
+
+
+class _Tally:
+    """One worker's counters. Only that worker writes them (no lock needed);
+    others read them under the core lock, summing over all workers."""
+
+    __slots__ = ("busy", "cancelled", "completed", "failed")
+
+    def __init__(self) -> None:
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.busy = 0  # 1 while an item taken from a mailbox is being handled
 
 
 class _Job:
@@ -167,17 +184,22 @@ class Core:
         self._masters: dict[Hashable, _Mailbox] = {}
         # Mailboxes with work that no worker holds, oldest first.
         self._ready: deque[_Mailbox] = deque()
+        # id(mailbox) -> producers waiting for room in it (they keep it alive).
+        self._blocked: dict[int, _Blocked] = {}
         self._worker_ids: set[int] = set()
         self._workers = 0  # live worker threads, counted from the spawn request
         self._parked = 0  # workers asleep on _ready_cond and not yet notified
         self._idle_waiters = 0  # threads in wait()
-        # Counters. unfinished = dispatched - completed - failed - cancelled,
-        # pending = unfinished - running: derived, so the hot path bumps one.
+        self._held = 0  # mailboxes in workers' hands
+        # Counters. Workers count what they handle in their own _Tally; the
+        # fields here hold cancel_pending's count and the tallies of workers
+        # that exited. unfinished = dispatched - completed - failed - cancelled
+        # and pending = unfinished - running are derived.
+        self._tallies: list[_Tally] = []
         self._dispatched = 0
         self._completed = 0
         self._failed = 0
         self._cancelled = 0
-        self._running = 0
 
     def _init_sync(self) -> None:
         self._lock = threading.Lock()
@@ -193,37 +215,42 @@ class Core:
             _check_block(block)
         if timeout is not None:
             timeout = _check_timeout(timeout)
-        spawn = False
-        with self._lock:
+        # acquire/release, not `with`: half the cost on the hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._closed:
                 raise DispatcherClosed(self._reason)
             try:
                 mb = self._masters.get(master)
             except TypeError as exc:
                 raise _unhashable(master, exc) from exc
-            if mb is None:
-                mb = self._masters[master] = _Mailbox(master)
-            elif self._capacity is not None and len(mb.queue) >= self._capacity:
-                mb = self._wait_for_space(
-                    mb, master, block, None if timeout is None else monotonic() + timeout
-                )
-            mb.queue.append(work)
+            if mb is not None:
+                # Active master: its mailbox is already scheduled, just append.
+                if self._capacity is None or len(mb) < self._capacity:
+                    mb.append(work)
+                    self._dispatched += 1
+                    return
+                mb = self._wait_for_space(mb, master, block, _deadline(timeout))
+                if mb is not None:
+                    mb.append(work)
+                    self._dispatched += 1
+                    return
+            mb = self._masters[master] = _Mailbox()
+            mb.master = master
+            mb.append(work)
             self._dispatched += 1
-            if not mb.scheduled:
-                mb.scheduled = True
-                self._ready.append(mb)
-                if self._parked:
-                    self._parked -= 1
-                    self._ready_cond.notify()
-                elif self._workers < self._max_workers:
-                    self._workers += 1
-                    spawn = True
-            elif not self._workers:
-                # Only after a failed spawn: the mailbox waits on the ready queue.
-                self._workers = 1
-                spawn = True
-        if spawn:
-            self._start_worker()
+            self._ready.append(mb)
+            if self._parked:
+                self._parked -= 1
+                self._ready_cond.notify()
+                return
+            if self._workers >= self._max_workers:
+                return
+            self._workers += 1
+        finally:
+            lock.release()
+        self._start_worker()
 
     def submit(
         self, work: Any, master: Hashable, *, block: bool = True, timeout: float | None = None
@@ -250,24 +277,27 @@ class Core:
         ``timeout`` covers the whole call. If it stops part-way, the exception
         carries ``.accepted``.
         """
-        _check_block(block)
-        deadline = _deadline(_check_timeout(timeout))
         accepted = 0
         try:
+            _check_block(block)
+            deadline = _deadline(_check_timeout(timeout))
             it = iter(pairs)
             while True:
-                # User code (the iterator, Sequence.__getitem__) runs outside the lock.
-                raw = list(islice(it, _MANY_CHUNK))
-                if not raw:
-                    return accepted
+                # Collect a chunk outside the lock: the iterator and
+                # Sequence.__getitem__ are user code. What was collected before
+                # an error is still dispatched, as one call per item would.
                 chunk: list[tuple[Any, Hashable]] = []
-                bad: TypeError | None = None
-                for pair in raw:
-                    try:
+                error: BaseException | None = None
+                exhausted = False
+                try:
+                    for pair in it:
                         chunk.append(_pair(pair))
-                    except TypeError as exc:
-                        bad = exc
-                        break
+                        if len(chunk) == _MANY_CHUNK:
+                            break
+                    else:
+                        exhausted = True
+                except BaseException as exc:
+                    error = exc
                 i, n = 0, len(chunk)
                 while i < n:
                     spawn = False
@@ -279,8 +309,10 @@ class Core:
                             accepted += 1
                     if spawn:
                         self._start_worker()
-                if bad is not None:
-                    raise bad
+                if error is not None:
+                    raise error
+                if exhausted:
+                    return accepted
         except BaseException as exc:
             exc.accepted = accepted  # type: ignore[attr-defined]
             raise
@@ -293,30 +325,34 @@ class Core:
             mb = self._masters.get(master)
         except TypeError as exc:
             raise _unhashable(master, exc) from exc
-        if mb is None:
-            mb = self._masters[master] = _Mailbox(master)
-        elif self._capacity is not None and len(mb.queue) >= self._capacity:
+        if mb is not None and self._capacity is not None and len(mb) >= self._capacity:
             mb = self._wait_for_space(mb, master, block, deadline)
-        mb.queue.append(item)
+        if mb is not None:
+            mb.append(item)
+            self._dispatched += 1
+            return False
+        mb = self._masters[master] = _Mailbox()
+        mb.master = master
+        mb.append(item)
         self._dispatched += 1
-        if not mb.scheduled:
-            mb.scheduled = True
-            self._ready.append(mb)
-            if self._parked:
-                self._parked -= 1
-                self._ready_cond.notify()
-            elif self._workers < self._max_workers:
-                self._workers += 1
-                return True
-        elif not self._workers:
-            self._workers = 1
-            return True
-        return False
+        self._ready.append(mb)
+        if self._parked:
+            self._parked -= 1
+            self._ready_cond.notify()
+            return False
+        if self._workers >= self._max_workers:
+            return False
+        self._workers += 1
+        return True
 
     def _wait_for_space(
         self, mb: _Mailbox, master: Hashable, block: bool, deadline: float | None
-    ) -> _Mailbox:
-        """Wait (lock held) until *master*'s mailbox has room; return that mailbox."""
+    ) -> _Mailbox | None:
+        """Wait (lock held) for room in *master*'s full mailbox *mb*.
+
+        Returns the master's live mailbox, now with room, or None when it was
+        freed meanwhile (the caller then starts a new one).
+        """
         capacity = self._capacity
         assert capacity is not None
         if not block:
@@ -324,36 +360,45 @@ class Core:
         if _get_ident() in self._worker_ids:
             raise QueueFull(
                 f"queue of master {_safe_repr(master)} is full ({capacity} items) and the caller "
-                "is a worker of this dispatcher: waiting for space would deadlock"
+                "is a worker of this dispatcher: waiting for room would deadlock"
             )
         while True:
-            if deadline is None:
-                remaining = None
-            else:
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    raise QueueFull(
-                        f"queue of master {_safe_repr(master)} is still full "
-                        f"({capacity} items) after the timeout"
-                    )
-            space = mb.space
-            if space is None:
-                space = mb.space = threading.Condition(self._lock)
-            mb.blocked += 1
+            key = id(mb)
+            waiting = self._blocked.get(key)
+            if waiting is None:
+                waiting = self._blocked[key] = _Blocked(self._lock)
+            waiting.count += 1
             try:
-                space.wait(remaining)
+                if deadline is None:
+                    waiting.space.wait()
+                else:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        raise QueueFull(
+                            f"queue of master {_safe_repr(master)} is still full "
+                            f"({capacity} items) after the timeout"
+                        )
+                    waiting.space.wait(remaining)
             finally:
-                mb.blocked -= 1
+                waiting.count -= 1
+                if not waiting.count and self._blocked.get(key) is waiting:
+                    del self._blocked[key]
             if self._closed:
                 raise DispatcherClosed(self._reason)
-            if mb.dead:
-                # The worker drained and freed it while we slept: use the live one.
-                live = self._masters.get(master)
-                if live is None:
-                    live = self._masters[master] = _Mailbox(master)
-                mb = live
-            if len(mb.queue) < capacity:
+            live = self._masters.get(master)
+            if live is None:
+                return None  # drained and freed while we slept
+            mb = live
+            if len(mb) < capacity:
                 return mb
+            # Still full (another producer took the room): wait again, the
+            # deadline check above raises QueueFull once time is up.
+
+    def _wake_producer(self, mb: _Mailbox) -> None:
+        """One item left *mb* (lock held): let one waiting producer in."""
+        waiting = self._blocked.get(id(mb))
+        if waiting is not None:
+            waiting.space.notify()
 
     def _start_worker(self) -> None:
         """Call ``spawn`` (lock not held); on failure take the count back, re-raise."""
@@ -366,7 +411,8 @@ class Core:
             if orphaned:
                 note = (
                     "fastdispatch: could not start a worker thread; the work was accepted but "
-                    "no worker is running, so it will run only once a worker starts"
+                    "no worker is running: it runs once a worker starts (the next dispatch "
+                    "to an idle master tries again)"
                 )
                 if hasattr(exc, "add_note"):
                     exc.add_note(note)
@@ -378,36 +424,64 @@ class Core:
     def run_worker(self) -> None:
         """Body of one worker thread; returns when closed and drained."""
         ident = _get_ident()
+        tally = _Tally()
         lock = self._lock
         with lock:
             self._worker_ids.add(ident)
+            self._tallies.append(tally)
         try:
-            self._serve(lock)
+            self._serve(lock, tally)
         finally:
             with lock:
                 self._worker_ids.discard(ident)
                 self._workers -= 1
+                self._tallies.remove(tally)
+                self._completed += tally.completed
+                self._failed += tally.failed
+                self._cancelled += tally.cancelled
+                if tally.busy:  # only on a bug in _serve: the item is lost
+                    self._cancelled += 1
 
-    def _serve(self, lock: threading.Lock) -> None:
+    def _serve(self, lock: threading.Lock, tally: _Tally) -> None:
+        """Take a mailbox, handle up to BATCH of its items, hand it back; repeat.
+
+        Without ``capacity`` items are popped without the lock: a producer
+        only appends to a mailbox it found in the map under the lock, and a
+        mailbox leaves the map only under the lock after this worker saw it
+        empty, so no item can be stranded; ``cancel_pending`` pops under the
+        lock, and deque pops are atomic, so each item goes to one side. With
+        ``capacity`` each pop takes the lock, to wake blocked producers.
+        """
         handler = self._handler
         ready = self._ready
         job_type = _Job
         batch = BATCH
+        bounded = self._capacity is not None
         while True:
-            with lock:
-                mb = self._next_mailbox()
-                if mb is None:
-                    return
-                queue = mb.queue
-                item = queue.popleft()
-                self._running += 1
-                if mb.blocked:
-                    mb.space.notify()  # type: ignore[union-attr]
-            done = 0
-            owned = True  # we hold mb (and item, when not None) until handed back
+            lock.acquire()
             try:
-                while True:
-                    # outcome: True completed, False failed, None cancelled.
+                mb = self._next_mailbox()
+            finally:
+                lock.release()
+            if mb is None:
+                return
+            try:
+                for _ in range(batch):
+                    if bounded:
+                        with lock:
+                            if not mb:
+                                break
+                            item = mb.popleft()
+                            if self._blocked:
+                                self._wake_producer(mb)
+                    else:
+                        if not mb:  # cheaper than the IndexError on a drained mailbox
+                            break
+                        try:
+                            item = mb.popleft()
+                        except IndexError:  # cancel_pending emptied it meanwhile
+                            break
+                    tally.busy = 1
                     if item.__class__ is job_type:
                         outcome = self._run_job(item)
                     else:
@@ -418,52 +492,34 @@ class Core:
                             outcome = False
                             self._report(exc, item, mb.master)
                     item = None  # the work must not outlive its handling
-                    done += 1
-                    with lock:
-                        if outcome:
-                            self._completed += 1
-                        elif outcome is None:
-                            self._cancelled += 1
-                        else:
-                            self._failed += 1
-                        if queue and done < batch:
-                            item = queue.popleft()
-                            if mb.blocked:
-                                mb.space.notify()  # type: ignore[union-attr]
-                            continue
-                        self._running -= 1
-                        owned = False
-                        if queue:
-                            # Fairness: back of the line. We take the head next
-                            # ourselves, so wake a sleeper only for the rest.
-                            ready.append(mb)
-                            if self._parked and len(ready) > 1:
-                                self._parked -= 1
-                                self._ready_cond.notify()
-                        else:
-                            self._retire(mb)
-                        if self._running == 0 and self._unfinished() == 0:
-                            self._on_drained()
-                        break
-            except BaseException:
-                # Only reached on a bug or MemoryError in this loop itself: do
-                # not strand the mailbox (and its items) in a dead worker's hands.
-                if owned:
-                    with lock:
-                        self._running -= 1
-                        if item is not None:  # taken but never handed to the handler
-                            self._cancelled += 1
-                        if queue:
-                            ready.append(mb)
-                            if self._parked:
-                                self._parked -= 1
-                                self._ready_cond.notify()
-                        else:
-                            self._retire(mb)
-                        if self._running == 0 and self._unfinished() == 0:
-                            self._on_drained()
-                raise
-            mb = queue = None  # type: ignore[assignment]
+                    # busy drops first: a reader never counts an item twice.
+                    tally.busy = 0
+                    if outcome:
+                        tally.completed += 1
+                    elif outcome is None:
+                        tally.cancelled += 1
+                    else:
+                        tally.failed += 1
+            finally:
+                # Hand the mailbox back (also if the loop itself failed: never
+                # strand a master's items in a dead worker's hands).
+                lock.acquire()
+                try:
+                    self._held -= 1
+                    if mb:
+                        # Fairness: back of the line. We pop the head next
+                        # ourselves, so wake a sleeper only for the rest.
+                        ready.append(mb)
+                        if self._parked and len(ready) > 1:
+                            self._parked -= 1
+                            self._ready_cond.notify()
+                    else:
+                        self._retire(mb)
+                    if (self._idle_waiters or self._closed) and self._quiet():
+                        self._on_drained()
+                finally:
+                    lock.release()
+            mb = None
 
     def _next_mailbox(self) -> _Mailbox | None:
         """Pop a ready mailbox (lock held), parking while there is none.
@@ -474,24 +530,33 @@ class Core:
         while True:
             while ready:
                 mb = ready.popleft()
-                if mb.queue:
+                if mb:
+                    self._held += 1
                     return mb
-                self._retire(mb)  # emptied by cancel_pending while queued
-            if self._closed and self._unfinished() == 0:
+                self._retire(mb)  # emptied by cancel_pending while it waited
+            if self._closed and self._quiet():
                 return None
             self._parked += 1
             self._ready_cond.wait()  # whoever notifies us decrements _parked
 
     def _retire(self, mb: _Mailbox) -> None:
         """Free an empty mailbox (lock held): an idle master costs nothing."""
-        mb.scheduled = False
-        mb.dead = True
-        del self._masters[mb.master]
-        if mb.blocked:
-            mb.space.notify_all()  # type: ignore[union-attr]
+        self._masters.pop(mb.master, None)
+        if self._blocked:
+            waiting = self._blocked.get(id(mb))
+            if waiting is not None:
+                waiting.space.notify_all()  # they start a new mailbox
+
+    def _quiet(self) -> bool:
+        """Nothing queued, running or held (lock held): what wait() waits for."""
+        return not self._held and not self._unfinished()
 
     def _unfinished(self) -> int:
-        return self._dispatched - self._completed - self._failed - self._cancelled
+        """Accepted and not finished (lock held; O(workers))."""
+        done = self._completed + self._failed + self._cancelled
+        for tally in self._tallies:
+            done += tally.completed + tally.failed + tally.cancelled
+        return self._dispatched - done
 
     def _on_drained(self) -> None:
         """Nothing is pending or running (lock held): wake wait() and, if closed, workers."""
@@ -513,6 +578,10 @@ class Core:
             result = self._handler(job.work)
         except BaseException as exc:
             _settle(future.set_exception, exc)
+            # The traceback keeps this frame: a local reference to the future
+            # would close a cycle (future -> exc -> frame -> future) that keeps
+            # the work alive until the garbage collector runs.
+            job = future = None  # type: ignore[assignment]
             return False
         _settle(future.set_result, result)
         return True
@@ -544,10 +613,9 @@ class Core:
                 return False
             self._closed = True
             self._reason = reason
-            for mb in self._masters.values():
-                if mb.blocked:
-                    mb.space.notify_all()  # type: ignore[union-attr]
-            if self._unfinished() == 0:
+            for waiting in self._blocked.values():
+                waiting.space.notify_all()
+            if self._quiet():
                 self._on_drained()
             return True
 
@@ -559,25 +627,32 @@ class Core:
         futures: list[Future[Any]] = []
         with self._lock:
             for mb in self._masters.values():
-                queue = mb.queue
                 master = mb.master
-                while queue:
-                    item = queue.popleft()
+                # Pop from the right: a worker may pop the head concurrently
+                # (without the lock), so the two sides meet in the middle and
+                # what is cancelled is always a suffix of the master's queue.
+                tail: list[Any] = []
+                while True:
+                    try:
+                        tail.append(mb.pop())
+                    except IndexError:
+                        break
+                for item in reversed(tail):
                     if item.__class__ is _Job:
                         futures.append(item.future)
                         taken.append((item.work, master))
                     else:
                         taken.append((item, master))
-                if mb.blocked:
-                    mb.space.notify_all()  # type: ignore[union-attr]
-            # Queued mailboxes are now empty: free them. Those in a worker's
-            # hands are freed by that worker when its current item ends.
+            for waiting in self._blocked.values():
+                waiting.space.notify_all()
+            # Waiting mailboxes are empty now: free them. One in a worker's
+            # hands is freed by that worker when its current item ends.
             while self._ready:
                 self._retire(self._ready.popleft())
             self._cancelled += len(taken)
-            if self._unfinished() == 0:
+            if self._quiet():
                 self._on_drained()
-        for future in futures:  # outside the lock: callbacks run user code
+        for future in futures:  # outside the lock: done-callbacks run user code
             future.cancel()
         return taken
 
@@ -587,7 +662,7 @@ class Core:
         with self._lock:
             self._idle_waiters += 1
             try:
-                while self._unfinished():
+                while not self._quiet():
                     if deadline is None:
                         self._idle_cond.wait()
                     else:
@@ -605,15 +680,20 @@ class Core:
         self._init_sync()
         self._closed = True
         self._reason = reason
-        # The parent runs what it had accepted; here it will never run.
+        # The parent runs what it had accepted; here it never will.
+        for tally in self._tallies:
+            self._completed += tally.completed
+            self._failed += tally.failed
+        self._tallies = []
         self._cancelled = self._dispatched - self._completed - self._failed
-        self._running = 0
         self._masters = {}
         self._ready = deque()
+        self._blocked = {}
         self._worker_ids = set()
         self._workers = 0
         self._parked = 0
         self._idle_waiters = 0
+        self._held = 0
 
     # -- introspection ----------------------------------------------------
     def pending(self, master: Hashable) -> int:
@@ -623,20 +703,29 @@ class Core:
                 mb = self._masters.get(master)
             except TypeError as exc:
                 raise _unhashable(master, exc) from exc
-            return 0 if mb is None else len(mb.queue)
+            return 0 if mb is None else len(mb)
 
     def stats(self) -> tuple[int, int, int, int, int, int, int, int]:
         """``(dispatched, completed, failed, cancelled, pending, running,
         active_masters, workers)``."""
         with self._lock:
-            unfinished = self._unfinished()
+            completed, failed, cancelled = self._completed, self._failed, self._cancelled
+            running = 0
+            for tally in self._tallies:
+                # Read the counts before busy (the worker writes busy first):
+                # an item in transit is then counted once or as pending, never twice.
+                completed += tally.completed
+                failed += tally.failed
+                cancelled += tally.cancelled
+                running += tally.busy
+            pending = self._dispatched - completed - failed - cancelled - running
             return (
                 self._dispatched,
-                self._completed,
-                self._failed,
-                self._cancelled,
-                unfinished - self._running,
-                self._running,
+                completed,
+                failed,
+                cancelled,
+                pending,
+                running,
                 len(self._masters),
                 self._workers,
             )
