@@ -234,6 +234,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     cells, labels, meta = results["cells"], results["labels"], results["meta"]
     keys = list(results["scenarios"])
@@ -265,7 +266,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
                     color=colors[n],
                     yerr=err,
                     capsize=2,
-                    label=labels[n] if j == 0 else None,
+                    label=None,
                 )
                 ax.text(
                     x,
@@ -288,8 +289,6 @@ def chart(results: dict[str, Any], path: Path) -> None:
                     fontsize=7,
                     color=colors[n],
                 )
-        if not any(_ok(cells, n, k) for k in rate_keys):
-            ax.bar([], [], width, color=colors[n], label=labels[n])  # legend entry only
     ax.set_yscale("log")
     ax.set_ylim(bottom=bottom, top=top)
     ax.set_xticks(range(len(rate_keys)))
@@ -300,7 +299,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel(f"items/s (log scale, median; whiskers min{DASH}max)")
     ax.set_title("Throughput (higher is better)")
     ax.grid(axis="y", which="major", alpha=0.4)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4)
+    ax.legend(
+        handles=[Patch(color=colors[n], label=labels[n]) for n in names],
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.22),
+        ncol=4,
+    )
     if has_lat:
         lx = axes[1]
         lat = [(n, c) for n in names if (c := _ok(cells, n, LATENCY))]

@@ -165,6 +165,8 @@ def run_micro(out: Path, fast: bool, tiny: bool, timeout: float) -> dict[str, An
             cmd.append("--debug-single-value")
         elif fast:
             cmd += ["--processes", "4", "--values", "3"]
+        else:
+            cmd.append("--fast")  # 10 worker processes: keeps a full run under ~20 minutes
         try:
             proc = subprocess.run(
                 cmd, env=child_env(contender), capture_output=True, text=True, timeout=timeout
@@ -210,6 +212,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="also write the machine-readable results here")
     ap.add_argument("--out", type=Path, help="results directory (default bench/results[/quick])")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="measure nothing: redraw results.md and the chart from a results.json",
+    )
     args = ap.parse_args(argv)
     args.size = args.size or ("quick" if args.quick else "full")
     if args.out is None:
@@ -221,8 +229,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
+    """results.json, results.md, --json and the chart; the report also on stdout."""
+    text = report.markdown(results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "results.md").write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.no_chart:
+        report.chart(results, args.out / "throughput.png")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        if args.out == BENCH / "results" / "" and results["meta"]["size"] != "full":
+            args.out = BENCH / "results" / results["meta"]["size"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_outputs(results, args)
+        return 0
     selected = args.scenario or [*scenarios.SCENARIOS, "micro"]
     keys = [k for k in scenarios.SCENARIOS if k in selected]
     names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
@@ -288,14 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "micro": micro,
         "runs": runs,
     }
-    text = report.markdown(results)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "results.md").write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
-    if not args.no_chart:
-        report.chart(results, args.out / "throughput.png")
-    print(text)
+    write_outputs(results, args)
     return 0
 
 
