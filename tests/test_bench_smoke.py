@@ -53,15 +53,17 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.timeout(120)
+# ~10 s on an idle 2-core machine; the generous limits only keep a machine
+# saturated by other work (load average in the hundreds) from failing it.
+@pytest.mark.timeout(300)
 def test_runner_tiny_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results"
     cmd = [sys.executable, str(BENCH / "run.py"), "--size", "tiny", "--out", str(out)]
-    cmd += ["--json", str(tmp_path / "extra.json"), "--timeout", "60"]
+    cmd += ["--json", str(tmp_path / "extra.json"), "--timeout", "120"]
     for c in RUNNER_CONTENDERS:
         cmd += ["--contender", c]
     proc = subprocess.run(
-        cmd, env=_child_env(), capture_output=True, text=True, timeout=110, check=False
+        cmd, env=_child_env(), capture_output=True, text=True, timeout=280, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
