@@ -9,7 +9,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+
+import pytest
 
 from conftest import subprocess_env
 
@@ -25,46 +26,62 @@ def load_example() -> ModuleType:
     return module
 
 
-def test_example_main_runs() -> None:
+@pytest.fixture
+def example(Dispatcher: type, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The example module, its ``Dispatcher`` bound to the core under test."""
     module = load_example()
-    result = module.main()
-    assert result is not None, "main() should return something checkable"
-    check_result(result)
+    monkeypatch.setattr(module, "Dispatcher", Dispatcher)
+    return module
 
 
-def check_result(result: Any) -> None:
-    """Whatever shape main() returns, per-master order must hold in it."""
-    if isinstance(result, dict):
-        for master, works in result.items():
-            if isinstance(works, list) and all(isinstance(w, int) for w in works):
-                assert works == sorted(works), (master, works)
-    elif isinstance(result, list):
-        check_lines([str(x) for x in result])
+def test_example_main(example: ModuleType) -> None:
+    assert example.main(echo=False) == {str(m): [1, 2, 3, 4] for m in range(1, 5)}
 
 
-ORDER_LINE = re.compile(r"(?P<master>[\w-]+)\D+?(?P<seq>\d+)\s*$")
+def test_example_main_at_scale(example: ModuleType) -> None:
+    result = example.main(echo=False, masters=40, works=250)
+    assert result == {str(m): list(range(1, 251)) for m in range(1, 41)}
 
 
-def check_lines(lines: list[str]) -> None:
-    by_master: dict[str, list[int]] = defaultdict(list)
-    for line in lines:
-        m = ORDER_LINE.search(line)
-        if m:
-            by_master[m["master"]].append(int(m["seq"]))
-    for master, seqs in by_master.items():
-        assert seqs == sorted(seqs), (master, seqs)
+def test_example_go_style() -> None:
+    module = load_example()
+    assert module.main_go_style(echo=False) == {f"go-{m}": [1, 2, 3, 4] for m in range(1, 5)}
 
 
-def test_example_runs_as_script() -> None:
-    for core in ("python", "cython"):
-        result = subprocess.run(
-            [sys.executable, str(EXAMPLE)],
-            env=subprocess_env(core),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip(), "the example should print what it handled"
-        check_lines(result.stdout.splitlines())
+def test_example_echo_prints_each_item(
+    example: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example.main(echo=True, masters=3, works=5)
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines) == sorted(
+        f"master {m}: handled work {i}" for m in range(1, 4) for i in range(1, 6)
+    )
+
+
+HANDLED = re.compile(r"^master (?P<master>\S+): handled work (?P<work>\d+)$")
+SUMMARY = re.compile(r"^master (?P<master>\S+) handled (?P<n>\d+) items in order: (?P<ids>\[.*\])$")
+
+
+def test_example_runs_as_script(core_name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env=subprocess_env(core_name),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    handled: dict[str, list[int]] = defaultdict(list)
+    summaries: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        if m := HANDLED.match(line):
+            handled[m["master"]].append(int(m["work"]))
+        elif m := SUMMARY.match(line):
+            summaries[m["master"]] = m["ids"]
+        else:
+            assert line == "", f"unexpected output line {line!r}"
+    masters = [str(n) for n in range(1, 5)] + [f"go-{n}" for n in range(1, 5)]
+    assert dict(handled) == {m: [1, 2, 3, 4] for m in masters}  # per-master order, all items
+    assert summaries == {m: "[1, 2, 3, 4]" for m in masters}
