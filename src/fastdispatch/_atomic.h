@@ -250,6 +250,10 @@ static inline void fd_spin_unlock(int64_t *lock) { fd_store(lock, 0); }
 typedef struct {
     int64_t epoch;
     int64_t waiters;
+    /* Idle tokens, at most one per waiter: a waker that takes one owns that
+     * waiter's wake-up, so one slow-to-wake worker cannot absorb every
+     * notification while work piles up (the pool grows instead). */
+    int64_t tokens;
 #if defined(_WIN32)
     SRWLOCK mutex;
     CONDITION_VARIABLE cond;
@@ -262,6 +266,7 @@ typedef struct {
 static inline int fd_event_init(fd_event *e) {
     e->epoch = 0;
     e->waiters = 0;
+    e->tokens = 0;
 #if defined(_WIN32)
     InitializeSRWLock(&e->mutex);
     InitializeConditionVariable(&e->cond);
@@ -301,12 +306,32 @@ static inline void fd_event_unlock(fd_event *e) {
 #endif
 }
 
+/* Take one idle token if there is one; 1 if taken. */
+static inline int fd_event_take_token(fd_event *e) {
+    int64_t t;
+    fd_fence();
+    t = fd_load(&e->tokens);
+    while (t > 0) {
+        if (fd_cas(&e->tokens, &t, t - 1)) return 1;
+    }
+    return 0;
+}
+
 static inline int64_t fd_event_prepare(fd_event *e) {
     fd_fetch_add(&e->waiters, 1);
+    fd_fetch_add(&e->tokens, 1);
     return fd_load(&e->epoch);
 }
 
-static inline void fd_event_cancel(fd_event *e) { fd_fetch_add(&e->waiters, -1); }
+/* Leaving the waiting state, for whatever reason: give up a token if one is
+ * left. Keeps tokens <= waiters, the safe side: a token always names a
+ * worker that will see the next notification. */
+static inline void fd_event_leave(fd_event *e) {
+    fd_event_take_token(e);
+    fd_fetch_add(&e->waiters, -1);
+}
+
+static inline void fd_event_cancel(fd_event *e) { fd_event_leave(e); }
 
 static inline void fd_event_wait(fd_event *e, int64_t key) {
     fd_event_lock(e);
@@ -318,7 +343,7 @@ static inline void fd_event_wait(fd_event *e, int64_t key) {
 #endif
     }
     fd_event_unlock(e);
-    fd_fetch_add(&e->waiters, -1);
+    fd_event_leave(e);
 }
 
 static inline int fd_event_has_waiters(fd_event *e) {

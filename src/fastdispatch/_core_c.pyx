@@ -61,6 +61,7 @@ cdef extern from "_atomic.h" nogil:
     void fd_event_cancel(fd_event *e)
     void fd_event_wait(fd_event *e, int64_t key)
     bint fd_event_has_waiters(fd_event *e)
+    bint fd_event_take_token(fd_event *e)
     void fd_event_notify_one(fd_event *e)
     void fd_event_notify_all(fd_event *e)
 
@@ -552,7 +553,8 @@ cdef class Core:
         cdef int64_t n
         Py_INCREF(mb)  # the ready queue's reference
         rq_push(&self._rq, &mb.r.node)
-        if fd_event_has_waiters(&self._event):
+        # Wake an idle worker if one is left unclaimed, else grow the pool.
+        if fd_event_take_token(&self._event):
             fd_event_notify_one(&self._event)
             return 0
         n = fd_load(&self._live)
