@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
 from time import monotonic
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from ._errors import DispatcherClosed, QueueFull
 
@@ -150,8 +150,8 @@ def _check_timeout(timeout: object) -> float | None:
 
 def _pair(pair: object) -> tuple[Any, Hashable]:
     """Unpack one ``(work, master)`` item of ``dispatch_many``."""
-    if pair.__class__ is tuple and len(pair) == 2:  # type: ignore[arg-type]
-        return pair  # type: ignore[return-value]
+    if pair.__class__ is tuple and len(pair) == 2:
+        return cast("tuple[Any, Hashable]", pair)
     if (
         isinstance(pair, Sequence)
         and not isinstance(pair, (str, bytes, bytearray))
@@ -417,7 +417,8 @@ class Core:
                 if hasattr(exc, "add_note"):
                     exc.add_note(note)
                 else:  # Python 3.10 has no add_note (nor displays notes)
-                    exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
+                    notes = [*getattr(exc, "__notes__", ()), note]
+                    exc.__dict__["__notes__"] = notes
             raise
 
     # -- workers ----------------------------------------------------------
@@ -448,9 +449,11 @@ class Core:
         Without ``capacity`` items are popped without the lock: a producer
         only appends to a mailbox it found in the map under the lock, and a
         mailbox leaves the map only under the lock after this worker saw it
-        empty, so no item can be stranded; ``cancel_pending`` pops under the
-        lock, and deque pops are atomic, so each item goes to one side. With
-        ``capacity`` each pop takes the lock, to wake blocked producers.
+        empty, so no item can be stranded. ``cancel_pending`` pops from the
+        other end, and deque pops are atomic, so each item goes to exactly one
+        side and what is cancelled is a suffix. With ``capacity`` each pop
+        takes the lock, so that a producer about to wait for room cannot miss
+        its wake-up. The counts go to this worker's own ``_Tally``.
         """
         handler = self._handler
         ready = self._ready

@@ -76,7 +76,7 @@ def _check_int(name: str, value: object, *, optional: bool) -> int | None:
 def _check_bool(name: str, value: object) -> bool:
     if value.__class__ is not bool:
         raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value is True
 
 
 def _check_timeout(timeout: object) -> None:
@@ -112,7 +112,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             logging.Formatter("%(asctime)s %(name)s [%(threadName)s] %(levelname)s: %(message)s")
         )
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -334,7 +334,8 @@ class Dispatcher:
         The handler's exception goes into the future (``on_error`` is not
         called). Cancelling the future before the item starts skips it.
         """
-        return self._core.submit(work, master, block=block, timeout=timeout)
+        future: Future[Any] = self._core.submit(work, master, block=block, timeout=timeout)
+        return future
 
     def dispatch_many(
         self,
