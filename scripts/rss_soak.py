@@ -10,11 +10,14 @@ flatter the other):
 * **churn**: ``--one-off`` masters (default 3,000,000), each used for one
   item and never again, so every mailbox is created and freed once.
 
-RSS is read from ``/proc/self/statm`` (Linux). After a warm-up (the first
-``--warmup`` fraction of each phase: pools, arenas and the masters map reach
-their working size) the RSS may not grow by more than ``--max-growth-mb``,
-and ``stats()`` must show every item handled, none pending and no active
-master. Prints the figures; exits 1 on a failed check.
+RSS is read from ``/proc/self/statm`` (Linux) after every block has drained.
+After a warm-up (the first ``--warmup`` fraction of each phase: pools, arenas
+and the masters map reach their working size) the median RSS of the last
+quarter may not exceed the median just after the warm-up by more than
+``--max-growth-mb`` (medians: one block's transient backlog is not a leak; a
+leak grows with every block), and ``stats()`` must show every item handled,
+none pending and no active master. Prints the figures (peak RSS too); exits 1
+on a failed check.
 
     python scripts/rss_soak.py                    # both cores, full size
     python scripts/rss_soak.py --core cython --items 1000000 --one-off 200000
@@ -59,9 +62,13 @@ def phase(
         samples.append((done, rss()))
     elapsed = time.perf_counter() - t0
     after = d.stats()
-    warm = [r for n, r in samples if n > total * warmup]
-    base = next((r for n, r in samples if n >= total * warmup), samples[0][1])
-    growth = (max(warm) - base) / MB if warm else 0.0
+    # Growth = median RSS of the last quarter minus median RSS just after the warm-up: medians,
+    # so that one block's transient backlog (or malloc not trimming yet) is not a "leak"; a
+    # real leak grows with every block and moves the median of the last quarter.
+    warm = sorted(r for n, r in samples if total * warmup < n <= total * (warmup + 0.25))
+    last = sorted(r for n, r in samples if n > total * 0.75)
+    base = _median(warm or [samples[0][1]])
+    growth = (_median(last or [samples[-1][1]]) - base) / MB
     handled = (after.completed + after.failed) - (before.completed + before.failed)
     checks = {
         "all handled": handled == total,
@@ -78,9 +85,17 @@ def phase(
         "rss_peak_mb": round(max(r for _, r in samples) / MB, 1),
         "rss_end_mb": round(samples[-1][1] / MB, 1),
         "growth_after_warmup_mb": round(growth, 2),
+        # RSS after each block (items so far, MB): a leak shows as a steady slope.
+        "samples": [(n, round(r / MB, 1)) for n, r in samples],
         "checks": checks,
         "ok": all(checks.values()),
     }
+
+
+def _median(values: list[int]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def run_core(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,8 +111,14 @@ def run_core(args: argparse.Namespace) -> dict[str, Any]:
     class Dispatcher(Base):
         _Core = core.Core
 
+    kept: list[object] = []
+    leak_every = args.leak_every
+
     def handle(work: object) -> None:
-        pass
+        # --leak-every N simulates a core that loses one decref in N items (a self-check:
+        # the soak must then fail).
+        if leak_every and isinstance(work, int) and work % leak_every == 0:
+            kept.append(work)
 
     masters = [("master", i) for i in range(args.masters)]
     start = rss()
@@ -140,6 +161,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of each phase")
     parser.add_argument("--max-growth-mb", type=float, default=16.0)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--leak-every", type=int, default=0, help="self-check: keep every Nth work item alive"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not os.path.exists("/proc/self/statm"):
@@ -189,6 +213,7 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
         f"--workers={args.workers}",
         f"--warmup={args.warmup}",
         f"--max-growth-mb={args.max_growth_mb}",
+        f"--leak-every={args.leak_every}",
     ]
 
 

@@ -118,12 +118,13 @@ def unraisable(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 # -- on_error ---------------------------------------------------------------------
 
-ON_ERROR_RAISES = [
-    ValueError("on_error"),
-    KeyboardInterrupt(),
-    SystemExit(2),
-    CustomBase("on_error"),
-    BadStr(),
+# Classes, not instances: re-raising one instance would grow its traceback every time.
+ON_ERROR_RAISES: list[type[BaseException]] = [
+    ValueError,
+    KeyboardInterrupt,
+    SystemExit,
+    CustomBase,
+    BadStr,
 ]
 
 
@@ -147,8 +148,8 @@ def test_on_error_raising_every_kind_under_load(
     def on_error(exc: BaseException, work: Any, master: Any) -> None:
         kind = ON_ERROR_RAISES[work[1] % len(ON_ERROR_RAISES)]
         with lock:
-            calls[type(kind)] += 1
-        raise kind
+            calls[kind] += 1
+        raise kind()
 
     d = make(handle, max_workers=2, on_error=on_error, thread_name_prefix="fdfault-onerr")
     n = 600
