@@ -11,6 +11,7 @@
 #   FT_WORKDIR       scratch directory (default: a new mktemp -d, removed on exit)
 #   FT_STEP_TIMEOUT  hard limit in seconds for each pytest run (default 1800): a deadlock in
 #                    nogil code can outlive pytest-timeout's per-test alarm, CI must still end
+#   FT_REF           test this commit (git archive) instead of the work tree, e.g. FT_REF=HEAD
 #
 # Exits non-zero if any step fails. Never builds inside the working tree: setuptools and cythonize
 # write build/ and _core_c.c next to the sources, and the in-place 3.11 build must stay untouched.
@@ -38,14 +39,19 @@ export FT_PYTHON
 t0=$SECONDS
 stamp() { echo "== ft_run: $1 ($((SECONDS - t0)) s)"; }
 
-# Copy what git would see (tracked + untracked, minus ignored: no .so, no _core_c.c, no build/),
-# so the copy builds exactly what a clean clone of the current work tree would.
 rm -rf "$work/src"
 mkdir -p "$work/src"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard \
-  | while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done \
-  | tar --null -T - -cf -) | tar -xf - -C "$work/src"
-stamp "copied tree to $work/src"
+if [[ -n ${FT_REF:-} ]]; then
+  git -C "$root" archive "$FT_REF" | tar -xf - -C "$work/src"
+  stamp "exported $FT_REF ($(git -C "$root" rev-parse --short "$FT_REF")) to $work/src"
+else
+  # What git would see (tracked + untracked, minus ignored: no .so, no _core_c.c, no build/),
+  # so the copy builds exactly what a clean clone of the current work tree would.
+  (cd "$root" && git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done \
+    | tar --null -T - -cf -) | tar -xf - -C "$work/src"
+  stamp "copied the work tree to $work/src"
+fi
 
 py=$("$here/ft_env.sh" "$work/venv" "$work/src" | tail -n 1)
 stamp "venv ready: $py ($("$py" -VV | tr '\n' ' '))"
