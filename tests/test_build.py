@@ -294,10 +294,12 @@ class WheelBuild:
     wheels: list[Path]
 
 
-# CC=false stands in for a missing compiler (any compile attempt fails at once).
+# CC=false stands in for a missing compiler (any compile attempt fails at once);
+# NO_CYTHON makes `import Cython` fail (a Cython package that raises ImportError).
+NO_CYTHON = "NO_CYTHON"
 BUILD_SCENARIOS: dict[str, dict[str, str]] = {
     "no-compiler": {"CC": "false"},
-    "no-compiler-required": {"CC": "false", "FASTDISPATCH_REQUIRE_EXTENSIONS": "1"},
+    "no-cython-required": {NO_CYTHON: "1", "FASTDISPATCH_REQUIRE_EXTENSIONS": "1"},
     "no-extensions": {"CC": "false", "FASTDISPATCH_NO_EXTENSIONS": "1"},
 }
 
@@ -306,9 +308,15 @@ BUILD_SCENARIOS: dict[str, dict[str, str]] = {
 def wheel_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, WheelBuild]:
     """``setup.py bdist_wheel`` for every scenario, run concurrently (each ~1-2 s of CPU)."""
     base = {k: v for k, v in os.environ.items() if k not in SWITCHES and k != "PYTHONPATH"}
+    hide_cython = tmp_path_factory.mktemp("no-cython")
+    (hide_cython / "Cython").mkdir()
+    (hide_cython / "Cython" / "__init__.py").write_text('raise ImportError("hidden by a test")\n')
     running = {}
-    for name, env in BUILD_SCENARIOS.items():
+    for name, scenario in BUILD_SCENARIOS.items():
         tree = _copy_tree(tmp_path_factory.mktemp("build") / name)
+        env = dict(scenario)
+        if env.pop(NO_CYTHON, None):
+            env["PYTHONPATH"] = str(hide_cython)
         process = subprocess.Popen(
             [sys.executable, "setup.py", "bdist_wheel", "--dist-dir", "dist"],
             cwd=tree,
@@ -346,10 +354,13 @@ def test_wheel_without_compiler_is_pure_with_banner(wheel_builds: dict[str, Whee
 
 
 @needs_wheel_build
-def test_wheel_without_compiler_fails_when_required(wheel_builds: dict[str, WheelBuild]) -> None:
-    build = wheel_builds["no-compiler-required"]
+def test_wheel_without_cython_fails_when_required(wheel_builds: dict[str, WheelBuild]) -> None:
+    build = wheel_builds["no-cython-required"]
     assert build.returncode != 0
-    assert "FASTDISPATCH_REQUIRE_EXTENSIONS=1 requires it" in build.stderr
+    assert (
+        "FASTDISPATCH_REQUIRE_EXTENSIONS=1 requires it: Cython>=3.1 is not installed"
+        in build.stderr
+    )
     assert "could not be built" not in build.stderr
     assert build.wheels == []
 
