@@ -457,17 +457,16 @@ class Core:
         """
         handler = self._handler
         ready = self._ready
+        masters = self._masters
         job_type = _Job
         batch = BATCH
         bounded = self._capacity is not None
-        while True:
-            lock.acquire()
-            try:
-                mb = self._next_mailbox()
-            finally:
-                lock.release()
-            if mb is None:
-                return
+        lock.acquire()
+        try:
+            mb = self._next_mailbox()
+        finally:
+            lock.release()
+        while mb is not None:
             try:
                 for _ in range(batch):
                     if bounded:
@@ -503,26 +502,49 @@ class Core:
                         tally.cancelled += 1
                     else:
                         tally.failed += 1
-            finally:
-                # Hand the mailbox back (also if the loop itself failed: never
-                # strand a master's items in a dead worker's hands).
-                lock.acquire()
-                try:
+            except BaseException:
+                # Only on a bug (or MemoryError) in this loop itself: never
+                # strand a master's items in a dying worker's hands.
+                with lock:
+                    self._hand_back(mb)
+                    if self._ready and self._parked:  # nobody takes the head now
+                        self._parked -= 1
+                        self._ready_cond.notify()
+                raise
+            # Hand the mailbox back and take the next one in one critical
+            # section. The common cases of _hand_back/_retire/_next_mailbox are
+            # inlined: with many short-lived masters this runs once per item.
+            lock.acquire()
+            try:
+                if mb or self._blocked or self._closed or self._idle_waiters:
+                    self._hand_back(mb)
+                else:
                     self._held -= 1
-                    if mb:
-                        # Fairness: back of the line. We pop the head next
-                        # ourselves, so wake a sleeper only for the rest.
-                        ready.append(mb)
-                        if self._parked and len(ready) > 1:
-                            self._parked -= 1
-                            self._ready_cond.notify()
-                    else:
-                        self._retire(mb)
-                    if (self._idle_waiters or self._closed) and self._quiet():
-                        self._on_drained()
-                finally:
-                    lock.release()
-            mb = None
+                    masters.pop(mb.master, None)
+                mb = None
+                if ready and ready[0]:
+                    mb = ready.popleft()
+                    self._held += 1
+                else:
+                    mb = self._next_mailbox()
+            finally:
+                lock.release()
+
+    def _hand_back(self, mb: _Mailbox) -> None:
+        """A worker is done with *mb* (lock held): requeue it at the back, or free it."""
+        self._held -= 1
+        ready = self._ready
+        if mb:
+            # Fairness: back of the line. The caller takes the head next, so
+            # wake a sleeper only if more than that one mailbox is waiting.
+            ready.append(mb)
+            if self._parked and len(ready) > 1:
+                self._parked -= 1
+                self._ready_cond.notify()
+        else:
+            self._retire(mb)
+        if (self._idle_waiters or self._closed) and self._quiet():
+            self._on_drained()
 
     def _next_mailbox(self) -> _Mailbox | None:
         """Pop a ready mailbox (lock held), parking while there is none.
