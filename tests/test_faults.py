@@ -531,8 +531,12 @@ def test_handler_may_wait_on_and_close_another_dispatcher(make: Any) -> None:
 # -- fork -----------------------------------------------------------------------------
 
 
-def _fork(child: Callable[[], dict[str, Any]], timeout: float = WAIT) -> dict[str, Any]:
-    """Run *child* in a forked child with an alarm; return its JSON report."""
+def _fork(child: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
+    """Run *child* in a forked child with an alarm; return its JSON report.
+
+    Generous timeout: forking a big process (e.g. under AddressSanitizer, on a loaded CI
+    machine) can take seconds. A hung child dumps its stacks, then SIGALRM kills it.
+    """
     r, w = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
@@ -541,9 +545,14 @@ def _fork(child: Callable[[], dict[str, Any]], timeout: float = WAIT) -> dict[st
         os.close(r)
         code = 0
         try:
+            import faulthandler
             import signal
 
-            signal.alarm(int(timeout))  # a hung child dies rather than hangs the test
+            # pytest-timeout may have a Python-level SIGALRM handler, which a child stuck
+            # in C would never run: restore the default action (terminate).
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            faulthandler.dump_traceback_later(timeout - 2)
+            signal.alarm(int(timeout))
             payload = json.dumps(child())
         except BaseException as exc:
             payload = json.dumps({"child_error": repr(exc)})
