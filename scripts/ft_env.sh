@@ -14,6 +14,9 @@
 # Cython publishes no 3.13t binary wheel: pip's isolated build picks the pure-Python
 # `py3-none-any` wheel, which compiles more slowly but produces the same C.
 #
+# FT_EXTRAS: the extras to install (default "test"; e.g. "test,bench" for the bench smoke tests,
+# whose dependencies all have 3.13t binary wheels).
+#
 # Prints the venv's python path last.
 set -euo pipefail
 
@@ -40,5 +43,5 @@ py=$venv/bin/python
 # needs crates.io to build; an older release has a pure-Python wheel, and that is all a test needs.
 # FASTDISPATCH_REQUIRE_EXTENSIONS=1: a failed compile is an error here, not setup.py's quiet
 # fallback to the pure-Python core.
-FASTDISPATCH_REQUIRE_EXTENSIONS=1 "$py" -m pip install --quiet --prefer-binary "$src[test]" >&2
+FASTDISPATCH_REQUIRE_EXTENSIONS=1 "$py" -m pip install --quiet --prefer-binary "$src[${FT_EXTRAS:-test}]" >&2
 echo "$py"

@@ -12,6 +12,8 @@
 #   FT_STEP_TIMEOUT  hard limit in seconds for each pytest run (default 1800): a deadlock in
 #                    nogil code can outlive pytest-timeout's per-test alarm, CI must still end
 #   FT_REF           test this commit (git archive) instead of the work tree, e.g. FT_REF=HEAD
+#   FT_EXTRAS        extras to install (default "test"; "test,bench" as well runs the bench smoke
+#                    tests, which need tqdm/pykka/pyperf/matplotlib)
 #
 # Exits non-zero if any step fails. Never builds inside the working tree: setuptools and cythonize
 # write build/ and _core_c.c next to the sources, and the in-place 3.11 build must stay untouched.
