@@ -60,6 +60,12 @@ if ! nm -D "$so" | grep -c __asan_ >/dev/null; then
     exit 1
 fi
 
+loaded=$(cd "$work" && LD_PRELOAD="$libasan $libubsan" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH="$work/src" "$py" -c 'import fastdispatch._core_c as c; print(c.__file__)' 2>/dev/null || true)
+if [[ $loaded != "$work"/* ]]; then
+    echo "sanitize_asan: the tests would not load the instrumented build (got: ${loaded:-import error})" >&2
+    exit 1
+fi
+
 echo "== running the suite under ASan + UBSan"
 cd "$work"
 status=0

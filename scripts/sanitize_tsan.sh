@@ -62,6 +62,13 @@ if command -v setarch >/dev/null 2>&1; then
     norandom=(setarch "$(uname -m)" -R)
 fi
 
+loaded=$(cd "$work" && "${norandom[@]}" env LD_PRELOAD="$libtsan" PYTHONPATH="$work/src" \
+    "$py" -c 'import fastdispatch._core_c as c; print(c.__file__)' 2>/dev/null || true)
+if [[ $loaded != "$work"/* ]]; then
+    echo "sanitize_tsan: the tests would not load the instrumented build (got: ${loaded:-import error})" >&2
+    exit 1
+fi
+
 if [[ $# -eq 0 ]]; then
     # Both profiles of the stress test ("stress or not stress" selects both and, because the
     # expression names "stress", un-skips the long one), and the model test.
@@ -77,6 +84,7 @@ status=0
     PYTHONPATH="$work/src" \
     FASTDISPATCH_REQUIRE_EXTENSIONS=1 \
     FASTDISPATCH_STRESS_SECONDS="$seconds" \
+    FASTDISPATCH_STRESS_HANG="${TSAN_STRESS_HANG:-600}" \
     FASTDISPATCH_STRESS_QUICK_SECONDS="${TSAN_QUICK_SECONDS:-5}" \
     "$py" -m pytest -p no:cacheprovider -q -s -o timeout=1800 "$@" 2>&1 | tee "$work/tsan.log" ||
     status=${PIPESTATUS[0]}
