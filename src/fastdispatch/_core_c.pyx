@@ -74,8 +74,12 @@ cdef extern from "_atomic.h" nogil:
 
 
 cdef extern from "_pycompat.h":
-    int fd_dict_get_ref(dict d, object key, PyObject **result) except -1
-    int fd_dict_setdefault_ref(dict d, object key, object dflt, PyObject **result) except -1
+    # No "except" clauses: the callers check for -1 / NULL themselves, which
+    # keeps the hot path free of Cython's try/except bookkeeping.
+    int fd_dict_get_ref(dict d, object key, PyObject **result)
+    int fd_dict_setdefault_ref(dict d, object key, object dflt, PyObject **result)
+    PyObject *fd_take_exception()
+    PyObject *fd_call1(object callable, object arg)
 
 
 #: A worker hands a master back after at most this many items (fairness).
@@ -149,6 +153,7 @@ cdef struct Ring:
     Chunk *head        # consumer: chunk of the next item
     int64_t head_idx   # consumer: slot of the next item in head
     Chunk *oldest      # consumer: first chunk not yet freed (chain oldest..head retired)
+    int64_t running    # owner: an item of this master is being handled
     Node node          # link in the ready queue
 
 
@@ -502,15 +507,13 @@ cdef class Core:
     cdef _Mailbox _mailbox_for(self, object master):
         cdef PyObject *p = NULL
         cdef _Mailbox fresh
-        try:
-            if fd_dict_get_ref(self._masters, master, &p) == 0:
-                fresh = _Mailbox.__new__(_Mailbox)
-                fresh.master = master
-                fd_dict_setdefault_ref(self._masters, master, fresh, &p)
-        except TypeError as exc:
-            raise TypeError(
-                f"master must be hashable, got {master!r} ({type(master).__name__}): {exc}"
-            ) from exc
+        cdef int found = fd_dict_get_ref(self._masters, master, &p)
+        if found == 0:
+            fresh = _Mailbox.__new__(_Mailbox)
+            fresh.master = master
+            found = fd_dict_setdefault_ref(self._masters, master, fresh, &p)
+        if found < 0:
+            _raise_unhashable(master)
         mb = <_Mailbox>p
         Py_XDECREF(p)
         return mb
@@ -566,6 +569,9 @@ cdef class Core:
                     fd_fetch_add(&self._live, -1)
                     raise
                 return 0
+        # At the cap: tokens undercount parked workers (a worker that found
+        # work on its own gives back any token), so wake whoever is parked.
+        fd_event_notify_one(&self._event)
         return 0
 
     cdef int _put_slow(self, object item, object master, _Mailbox mb, int status,
@@ -701,6 +707,10 @@ cdef class Core:
         while done < C_BATCH:
             fd_spin_lock(&r.lock)
             p = ring_pop(r)
+            if p != NULL:
+                # Under the lock, so _retire_idle never sees "nothing queued,
+                # nothing running" between this pop and the handler call.
+                fd_store(&r.running, 1)
             if r.oldest != r.head and (fd_load(&self._intake) & INFLIGHT_MASK) == 0:
                 ring_reclaim(r)
             fd_spin_unlock(&r.lock)
@@ -708,6 +718,8 @@ cdef class Core:
                 if ring_try_kill(r, SCHEDULED):
                     self._forget(mb)
                     return False
+                if (fd_load(&r.word) & STATE_MASK) == DEAD:
+                    return False  # cancel_pending retired it (after close)
                 continue  # a producer reserved a place just now
             done += 1
             if fd_load(&r.blocked) > 0:
@@ -715,9 +727,12 @@ cdef class Core:
             item = <object>p
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
             self._run_item(mb, item, slot)
+            fd_store(&r.running, 0)
             item = None
         if ring_try_kill(r, SCHEDULED):
             self._forget(mb)
+            return False
+        if (fd_load(&r.word) & STATE_MASK) == DEAD:
             return False
         # Fairness: hand the master back and serve the others first.
         rq_push(&self._rq, &r.node)
@@ -725,37 +740,50 @@ cdef class Core:
         return True
 
     cdef void _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
-        cdef _Job job
+        cdef PyObject *res
+        if type(item) is _Job:
+            self._run_job(<_Job>item, slot)
+            return
+        fd_store(&slot.running, 1)
+        # Called through vectorcall, errors checked by hand: no try/except
+        # bookkeeping on the path every item takes.
+        res = fd_call1(self._handler, item)
+        if res != NULL:
+            Py_XDECREF(res)
+            slot_bump(&slot.completed)
+            fd_store(&slot.running, 0)
+        else:
+            slot_bump(&slot.failed)
+            fd_store(&slot.running, 0)
+            self._handler_failed(item, mb.master)
+        self._finish(1)
+
+    cdef void _handler_failed(self, object item, object master) noexcept:
+        """With the handler's exception set: hand it to on_error."""
+        cdef PyObject *p = fd_take_exception()
+        exc = <object>p
+        Py_XDECREF(p)
+        self._report(exc, item, master)
+
+    cdef void _run_job(self, _Job job, Slot *slot) noexcept:
+        """A submitted item: its result or exception goes to its future."""
         fd_store(&slot.running, 1)
         try:
-            if type(item) is _Job:
-                job = <_Job>item
-                if not job.future.set_running_or_notify_cancel():
-                    slot_bump(&slot.cancelled)
-                    fd_store(&slot.running, 0)
-                    return
-                try:
-                    result = self._handler(job.work)
-                except BaseException as exc:
-                    # Counted before the future resolves: whoever sees the
-                    # future done also sees the count.
-                    slot_bump(&slot.failed)
-                    fd_store(&slot.running, 0)
-                    job.future.set_exception(exc)
-                else:
-                    slot_bump(&slot.completed)
-                    fd_store(&slot.running, 0)
-                    job.future.set_result(result)
+            if not job.future.set_running_or_notify_cancel():
+                slot_bump(&slot.cancelled)
+                return
+            try:
+                result = self._handler(job.work)
+            except BaseException as exc:
+                # Counted before the future resolves: whoever sees the
+                # future done also sees the count.
+                slot_bump(&slot.failed)
+                fd_store(&slot.running, 0)
+                job.future.set_exception(exc)
             else:
-                try:
-                    self._handler(item)
-                except BaseException as exc:
-                    slot_bump(&slot.failed)
-                    fd_store(&slot.running, 0)
-                    self._report(exc, item, mb.master)
-                else:
-                    slot_bump(&slot.completed)
-                    fd_store(&slot.running, 0)
+                slot_bump(&slot.completed)
+                fd_store(&slot.running, 0)
+                job.future.set_result(result)
         finally:
             # Whatever happened above, the item is finished: wait() and
             # shutdown must not hang on it.
@@ -849,12 +877,28 @@ cdef class Core:
             item = None
             if fd_load(&r.blocked) > 0:
                 self._notify_space()
+        self._retire_idle()
         if total:
             fd_fetch_add(&self._cancelled, total)
             for future in futures:
                 future.cancel()
             self._finish(total)
         return out
+
+    cdef void _retire_idle(self) noexcept:
+        """After close and cancel: free the mailboxes left with nothing queued
+        or running (they may still sit on the ready queue; a worker that pops
+        one drops it), so active_masters counts only masters with work."""
+        cdef _Mailbox mb
+        cdef bint retired
+        if not (fd_load(&self._intake) & CLOSED):
+            return  # with producers about, only a mailbox's owner may retire it
+        for mb in list(self._masters.values()):
+            fd_spin_lock(&mb.r.lock)
+            retired = fd_load(&mb.r.running) == 0 and ring_try_kill(&mb.r, SCHEDULED)
+            fd_spin_unlock(&mb.r.lock)
+            if retired:
+                self._forget(mb)
 
     def wait(self, timeout=None):
         """Block until every accepted item has finished; False on timeout."""
@@ -910,13 +954,11 @@ cdef class Core:
         """Items queued for ``master`` (not counting the one running)."""
         cdef PyObject *p = NULL
         cdef int64_t n
-        try:
-            if fd_dict_get_ref(self._masters, master, &p) == 0:
-                return 0
-        except TypeError as exc:
-            raise TypeError(
-                f"master must be hashable, got {master!r} ({type(master).__name__}): {exc}"
-            ) from exc
+        cdef int found = fd_dict_get_ref(self._masters, master, &p)
+        if found < 0:
+            _raise_unhashable(master)
+        if found == 0:
+            return 0
         n = fd_load(&(<_Mailbox>p).r.word) >> 2
         Py_XDECREF(p)
         return n
@@ -938,6 +980,19 @@ cdef class Core:
             pending = 0
         return (dispatched, completed, failed, cancelled, pending, running,
                 len(self._masters), fd_load(&self._live))
+
+
+cdef int _raise_unhashable(object master) except -1:
+    """Called with the look-up's exception set: raise a clearer TypeError
+    (anything else goes through untouched)."""
+    cdef PyObject *p = fd_take_exception()
+    exc = <object>p
+    Py_XDECREF(p)
+    if isinstance(exc, TypeError):
+        raise TypeError(
+            f"master must be hashable, got {master!r} ({type(master).__name__}): {exc}"
+        ) from exc
+    raise exc
 
 
 def _unpack_pair(pair):

@@ -43,4 +43,26 @@ static inline int fd_dict_setdefault_ref(PyObject *d, PyObject *key, PyObject *d
 #endif
 }
 
+/* Take the exception that is set (there must be one) as a normalised
+ * instance with its traceback attached; a new reference. */
+static inline PyObject *fd_take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* handler(arg) through vectorcall; NULL with an exception set on error. */
+static inline PyObject *fd_call1(PyObject *callable, PyObject *arg) {
+    PyObject *args[2] = {NULL, arg};
+    return PyObject_Vectorcall(callable, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
 #endif /* FASTDISPATCH_PYCOMPAT_H */
