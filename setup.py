@@ -49,6 +49,9 @@ CYTHON_DIRECTIVES: dict[str, object] = {
     "language_level": 3,
     "freethreading_compatible": True,
     "embedsignature": True,
+    # Argument-clinic style docstrings give the non-binding (fast) methods an
+    # inspect.signature() too.
+    "embedsignature.format": "clinic",
 }
 
 NO_EXTENSIONS = "FASTDISPATCH_NO_EXTENSIONS"

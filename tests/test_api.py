@@ -284,6 +284,16 @@ def _shape(sig: inspect.Signature) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
 
 
+def _method_shape(sig: inspect.Signature) -> list[tuple[str, Any, Any]]:
+    # What a caller sees on an instance: the compiled core's hot methods are
+    # non-binding builtins whose unbound `self` is positional-only, which no
+    # caller can tell apart once the method is bound.
+    params = list(sig.parameters.values())
+    if params and params[0].name == "self":
+        params = params[1:]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
 def test_core_method_signatures_match(cores: tuple[types.ModuleType, ...]) -> None:
     c, py = cores
     for name in sorted(_core_members(py.Core)):
@@ -298,7 +308,7 @@ def test_core_method_signatures_match(cores: tuple[types.ModuleType, ...]) -> No
             c_sig = inspect.signature(c_fn)
         except (TypeError, ValueError) as exc:
             pytest.fail(f"Core.{name} of the compiled core has no signature: {exc}")
-        assert _shape(c_sig) == _shape(inspect.signature(py_fn)), name
+        assert _method_shape(c_sig) == _method_shape(inspect.signature(py_fn)), name
 
 
 def test_module_callables_signatures_match(cores: tuple[types.ModuleType, ...]) -> None:

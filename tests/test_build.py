@@ -121,6 +121,7 @@ def test_the_extension_declaration(setup_module: types.ModuleType) -> None:
         "language_level": 3,
         "freethreading_compatible": True,
         "embedsignature": True,
+        "embedsignature.format": "clinic",
     }
 
 

@@ -453,6 +453,7 @@ cdef class Core:
 
     # -- intake ------------------------------------------------------------
 
+    @cython.binding(False)
     def dispatch(self, work, master, *, block=True, timeout=None):
         """Queue ``work`` for ``master``; see ``Dispatcher.dispatch``."""
         cdef double deadline = -1.0
@@ -461,6 +462,7 @@ cdef class Core:
             deadline = self._deadline(timeout)
         self._put(work, master, block, deadline)
 
+    @cython.binding(False)
     def submit(self, work, master, *, block=True, timeout=None):
         """Queue ``work`` for ``master`` and return a Future of its result."""
         cdef double deadline = -1.0
@@ -475,6 +477,7 @@ cdef class Core:
         self._put(job, master, block, deadline)
         return future
 
+    @cython.binding(False)
     def dispatch_many(self, pairs, *, block=True, timeout=None):
         """Dispatch each ``(work, master)`` pair; return how many were accepted."""
         cdef double deadline = -1.0
