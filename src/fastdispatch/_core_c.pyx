@@ -703,11 +703,27 @@ cdef class Core:
 
     cdef bint _run_mailbox(self, _Mailbox mb, Slot *slot) noexcept:
         """Handle up to BATCH items; True if mb went back on the ready queue
-        (keeping the queue's reference)."""
+        (keeping the queue's reference).
+
+        Each item is counted finished only once the mailbox's fate after it
+        is settled (freed, requeued, or its next item taken), so whoever
+        wait()s sees the dispatcher idle with its mailboxes already gone.
+        """
         cdef Ring *r = &mb.r
         cdef PyObject *p
         cdef int64_t done = 0
-        while done < C_BATCH:
+        cdef int64_t owed = 0
+        cdef bint requeued = False
+        while True:
+            if done >= C_BATCH:
+                if ring_try_kill(r, SCHEDULED):
+                    self._forget(mb)
+                elif (fd_load(&r.word) & STATE_MASK) != DEAD:
+                    # Fairness: hand the master back and serve the others first.
+                    rq_push(&self._rq, &r.node)
+                    fd_event_notify_one(&self._event)
+                    requeued = True
+                break
             fd_spin_lock(&r.lock)
             p = ring_pop(r)
             if p != NULL:
@@ -720,10 +736,13 @@ cdef class Core:
             if p == NULL:
                 if ring_try_kill(r, SCHEDULED):
                     self._forget(mb)
-                    return False
+                    break
                 if (fd_load(&r.word) & STATE_MASK) == DEAD:
-                    return False  # cancel_pending retired it (after close)
+                    break  # cancel_pending retired it (after close)
                 continue  # a producer reserved a place just now
+            if owed:
+                self._finish(owed)
+                owed = 0
             done += 1
             if fd_load(&r.blocked) > 0:
                 self._notify_space()
@@ -731,16 +750,11 @@ cdef class Core:
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
             self._run_item(mb, item, slot)
             fd_store(&r.running, 0)
+            owed = 1
             item = None
-        if ring_try_kill(r, SCHEDULED):
-            self._forget(mb)
-            return False
-        if (fd_load(&r.word) & STATE_MASK) == DEAD:
-            return False
-        # Fairness: hand the master back and serve the others first.
-        rq_push(&self._rq, &r.node)
-        fd_event_notify_one(&self._event)
-        return True
+        if owed:
+            self._finish(owed)
+        return requeued
 
     cdef void _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
         cdef PyObject *res
@@ -759,7 +773,6 @@ cdef class Core:
             slot_bump(&slot.failed)
             fd_store(&slot.running, 0)
             self._handler_failed(item, mb.master)
-        self._finish(1)
 
     cdef void _handler_failed(self, object item, object master) noexcept:
         """With the handler's exception set: hand it to on_error."""
@@ -788,10 +801,7 @@ cdef class Core:
                 fd_store(&slot.running, 0)
                 job.future.set_result(result)
         finally:
-            # Whatever happened above, the item is finished: wait() and
-            # shutdown must not hang on it.
             fd_store(&slot.running, 0)
-            self._finish(1)
 
     cdef void _report(self, exc, work, master) noexcept:
         # If on_error itself raises, Cython reports it as unraisable.
