@@ -87,7 +87,7 @@ for rnd in range(2):
     except TypeError:
         pass
     # user cancel + close(cancel_pending=True)
-    fs = [h.submit(i, ("c", i % 3)) for i in range(30)]
+    fs = [h.submit(i, ("c", i)) for i in range(30)]  # one per master: capacity 2
     for f in fs[::2]:
         f.cancel()
     returned = h.close(wait=False, cancel_pending=True)
