@@ -139,7 +139,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta['rounds']} rounds (median, min{DASH}max) · "
         f"timeout {meta['timeout_s']:g} s per run · "
         f"took {meta['elapsed_s']:.0f} s · load average {meta['loadavg_start']} at start, "
-        f"{meta['loadavg']} at end\n",
+        f"{meta['loadavg']} at end · fastdispatch from {meta.get('fastdispatch_tree', '?')}\n",
     ]
     out.append(
         "\n" + "".join(f"- **{k}**: {v['title']}\n" for k, v in results["scenarios"].items())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib.util
 import json
 import os
@@ -142,7 +143,27 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "commit": commit,
         "loadavg": _loadavg(),
+        "fastdispatch_tree": _package_digest(),
     }
+
+
+def _package_digest() -> str:
+    """A short hash of the fastdispatch sources and binaries the children import.
+
+    The commit alone does not identify a dirty tree or a rebuilt extension.
+    """
+    spec = importlib.util.find_spec("fastdispatch")
+    if spec is None or not spec.submodule_search_locations:
+        src = REPO / "src" / "fastdispatch"
+        if not src.is_dir():
+            return "?"
+    else:
+        src = Path(next(iter(spec.submodule_search_locations)))
+    h = hashlib.sha256()
+    for f in sorted(src.iterdir()):
+        if f.suffix in {".py", ".pyx", ".pxd", ".h", ".so", ".pyd"}:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"{src} sha256:{h.hexdigest()[:12]}"
 
 
 def _loadavg() -> str:
