@@ -47,9 +47,14 @@ def _compiled_available() -> bool:
 
 
 def _child_env() -> dict[str, str]:
+    # The children import the same fastdispatch as this process: the installed
+    # package in CI (a clean clone's src/ has no compiled module), src/ in a
+    # developer's in-place build.
+    import fastdispatch
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTDISPATCH_")}
-    src = str(BENCH.parent / "src")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    home = str(Path(fastdispatch.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
     return env
 
 
