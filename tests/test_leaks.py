@@ -34,10 +34,9 @@ from typing import Any
 
 import pytest
 
-FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
-
 from fastdispatch import DispatcherClosed, QueueFull
 
+FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
 WAIT = 10.0
 ROUNDS = 1000
 
