@@ -381,7 +381,8 @@ cdef double _parse_timeout(object timeout) except -2.0:
     if timeout is None:
         return -1.0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
     cdef double t = timeout
     if t != t:
         raise ValueError("timeout must be a number of seconds, not NaN")
