@@ -236,137 +236,7 @@ static inline void fd_spin_lock(int64_t *lock) {
 
 static inline void fd_spin_unlock(int64_t *lock) { fd_store(lock, 0); }
 
-/* ------------------------------------------------------------------ */
-/* Event count: park idle workers, wake them only when one is parked.   */
-/*                                                                      */
-/*   waiter:  key = fd_event_prepare(e); if (work found) fd_event_cancel(e);
- *            else fd_event_wait(e, key);
- *   waker:   publish work; fd_event_notify_one(e);                      */
-/* The seq_cst RMW in prepare and the fence in notify make "publish work,
- * then look for waiters" and "announce waiting, then look for work" see
- * each other: one of the two sides always notices the other.           */
-/* ------------------------------------------------------------------ */
-
-typedef struct {
-    int64_t epoch;
-    int64_t waiters;
-    /* Idle tokens, at most one per waiter: a waker that takes one owns that
-     * waiter's wake-up, so one slow-to-wake worker cannot absorb every
-     * notification while work piles up (the pool grows instead). */
-    int64_t tokens;
-#if defined(_WIN32)
-    SRWLOCK mutex;
-    CONDITION_VARIABLE cond;
-#else
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-#endif
-} fd_event;
-
-static inline int fd_event_init(fd_event *e) {
-    e->epoch = 0;
-    e->waiters = 0;
-    e->tokens = 0;
-#if defined(_WIN32)
-    InitializeSRWLock(&e->mutex);
-    InitializeConditionVariable(&e->cond);
-    return 0;
-#else
-    if (pthread_mutex_init(&e->mutex, NULL) != 0) return -1;
-    if (pthread_cond_init(&e->cond, NULL) != 0) {
-        pthread_mutex_destroy(&e->mutex);
-        return -1;
-    }
-    return 0;
-#endif
-}
-
-static inline void fd_event_destroy(fd_event *e) {
-#if !defined(_WIN32)
-    pthread_cond_destroy(&e->cond);
-    pthread_mutex_destroy(&e->mutex);
-#else
-    (void)e;
-#endif
-}
-
-static inline void fd_event_lock(fd_event *e) {
-#if defined(_WIN32)
-    AcquireSRWLockExclusive(&e->mutex);
-#else
-    pthread_mutex_lock(&e->mutex);
-#endif
-}
-
-static inline void fd_event_unlock(fd_event *e) {
-#if defined(_WIN32)
-    ReleaseSRWLockExclusive(&e->mutex);
-#else
-    pthread_mutex_unlock(&e->mutex);
-#endif
-}
-
-/* Take one idle token if there is one; 1 if taken. */
-static inline int fd_event_take_token(fd_event *e) {
-    int64_t t;
-    fd_fence();
-    t = fd_load(&e->tokens);
-    while (t > 0) {
-        if (fd_cas(&e->tokens, &t, t - 1)) return 1;
-    }
-    return 0;
-}
-
-static inline int64_t fd_event_prepare(fd_event *e) {
-    fd_fetch_add(&e->waiters, 1);
-    fd_fetch_add(&e->tokens, 1);
-    return fd_load(&e->epoch);
-}
-
-/* Leaving the waiting state, for whatever reason: give up a token if one is
- * left. Keeps tokens <= waiters, the safe side: a token always names a
- * worker that will see the next notification. */
-static inline void fd_event_leave(fd_event *e) {
-    fd_event_take_token(e);
-    fd_fetch_add(&e->waiters, -1);
-}
-
-static inline void fd_event_cancel(fd_event *e) { fd_event_leave(e); }
-
-static inline void fd_event_wait(fd_event *e, int64_t key) {
-    fd_event_lock(e);
-    while (fd_load(&e->epoch) == key) {
-#if defined(_WIN32)
-        SleepConditionVariableSRW(&e->cond, &e->mutex, INFINITE, 0);
-#else
-        pthread_cond_wait(&e->cond, &e->mutex);
-#endif
-    }
-    fd_event_unlock(e);
-    fd_event_leave(e);
-}
-
-static inline int fd_event_has_waiters(fd_event *e) {
-    fd_fence();
-    return fd_load(&e->waiters) > 0;
-}
-
-static inline void fd_event_notify(fd_event *e, int all) {
-    if (!fd_event_has_waiters(e)) return;
-    fd_event_lock(e);
-    fd_fetch_add(&e->epoch, 1);
-#if defined(_WIN32)
-    if (all) WakeAllConditionVariable(&e->cond); else WakeConditionVariable(&e->cond);
-#else
-    if (all) pthread_cond_broadcast(&e->cond); else pthread_cond_signal(&e->cond);
-#endif
-    fd_event_unlock(e);
-}
-
-static inline void fd_event_notify_one(fd_event *e) { fd_event_notify(e, 0); }
-static inline void fd_event_notify_all(fd_event *e) { fd_event_notify(e, 1); }
-
-/* The mutex guarding the consumer end of the ready queue. */
+/* A plain mutex: the ready queue's consumer end, and the event count's. */
 typedef struct {
 #if defined(_WIN32)
     SRWLOCK m;
@@ -407,5 +277,114 @@ static inline void fd_mutex_unlock(fd_mutex *m) {
     pthread_mutex_unlock(&m->m);
 #endif
 }
+
+/* ------------------------------------------------------------------ */
+/* Event count: park idle workers, wake them only when one is parked.   */
+/*                                                                      */
+/*   waiter:  key = fd_event_prepare(e); if (work found) fd_event_cancel(e);
+ *            else fd_event_wait(e, key);
+ *   waker:   publish work; fd_event_notify_one(e);                      */
+/* The seq_cst RMW in prepare and the fence in notify make "publish work,
+ * then look for waiters" and "announce waiting, then look for work" see
+ * each other: one of the two sides always notices the other.           */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t epoch;
+    int64_t waiters;
+    /* Idle tokens, at most one per waiter: a waker that takes one owns that
+     * waiter's wake-up, so one slow-to-wake worker cannot absorb every
+     * notification while work piles up (the pool grows instead). */
+    int64_t tokens;
+    fd_mutex mutex;
+#if defined(_WIN32)
+    CONDITION_VARIABLE cond;
+#else
+    pthread_cond_t cond;
+#endif
+} fd_event;
+
+static inline int fd_event_init(fd_event *e) {
+    e->epoch = 0;
+    e->waiters = 0;
+    e->tokens = 0;
+    if (fd_mutex_init(&e->mutex) != 0) return -1;
+#if defined(_WIN32)
+    InitializeConditionVariable(&e->cond);
+#else
+    if (pthread_cond_init(&e->cond, NULL) != 0) {
+        fd_mutex_destroy(&e->mutex);
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+static inline void fd_event_destroy(fd_event *e) {
+#if !defined(_WIN32)
+    pthread_cond_destroy(&e->cond);
+#endif
+    fd_mutex_destroy(&e->mutex);
+}
+
+/* Take one idle token if there is one; 1 if taken. */
+static inline int fd_event_take_token(fd_event *e) {
+    int64_t t;
+    fd_fence();
+    t = fd_load(&e->tokens);
+    while (t > 0) {
+        if (fd_cas(&e->tokens, &t, t - 1)) return 1;
+    }
+    return 0;
+}
+
+static inline int64_t fd_event_prepare(fd_event *e) {
+    fd_fetch_add(&e->waiters, 1);
+    fd_fetch_add(&e->tokens, 1);
+    return fd_load(&e->epoch);
+}
+
+/* Leaving the waiting state, for whatever reason: give up a token if one is
+ * left. Keeps tokens <= waiters, the safe side: a token always names a
+ * worker that will see the next notification. */
+static inline void fd_event_leave(fd_event *e) {
+    fd_event_take_token(e);
+    fd_fetch_add(&e->waiters, -1);
+}
+
+static inline void fd_event_cancel(fd_event *e) { fd_event_leave(e); }
+
+static inline void fd_event_wait(fd_event *e, int64_t key) {
+    fd_mutex_lock(&e->mutex);
+    while (fd_load(&e->epoch) == key) {
+#if defined(_WIN32)
+        SleepConditionVariableSRW(&e->cond, &e->mutex.m, INFINITE, 0);
+#else
+        pthread_cond_wait(&e->cond, &e->mutex.m);
+#endif
+    }
+    fd_mutex_unlock(&e->mutex);
+    fd_event_leave(e);
+}
+
+static inline int fd_event_has_waiters(fd_event *e) {
+    fd_fence();
+    return fd_load(&e->waiters) > 0;
+}
+
+static inline void fd_event_notify(fd_event *e, int all) {
+    if (!fd_event_has_waiters(e)) return;
+    fd_mutex_lock(&e->mutex);
+    fd_fetch_add(&e->epoch, 1);
+#if defined(_WIN32)
+    if (all) WakeAllConditionVariable(&e->cond); else WakeConditionVariable(&e->cond);
+#else
+    if (all) pthread_cond_broadcast(&e->cond); else pthread_cond_signal(&e->cond);
+#endif
+    fd_mutex_unlock(&e->mutex);
+}
+
+static inline void fd_event_notify_one(fd_event *e) { fd_event_notify(e, 0); }
+static inline void fd_event_notify_all(fd_event *e) { fd_event_notify(e, 1); }
 
 #endif /* FASTDISPATCH_ATOMIC_H */
