@@ -39,7 +39,6 @@ from fastdispatch import DispatcherClosed, QueueFull
 FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
 WAIT = 10.0
 ROUNDS = 1000
-GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 pytestmark = pytest.mark.skipif(
     not hasattr(sys, "getrefcount"), reason="needs CPython reference counts"
@@ -146,12 +145,7 @@ def test_works_masters_and_exceptions_die_after_wait(make: Any) -> None:
     assert not late, (
         f"{len(late)}/300 items (e.g. #{late[:5]}) were still referenced when wait() returned"
     )
-    # On free-threaded CPython an object created by the worker (the exception, its
-    # traceback and frame, which references the work) and released by this thread is
-    # freed by its owner thread when that thread next merges its biased reference counts
-    # -- a parked worker does not, a gc.collect() does. That is CPython's design, not a
-    # cycle: only a GIL build can tell a real cycle apart.
-    assert not cycles or not GIL_ENABLED, (
+    assert not cycles, (
         f"{len(cycles)}/300 items (e.g. #{cycles[:5]}: "
         f"{['submit' if i % 2 == 0 else 'dispatch' for i in cycles[:5]]}, "
         f"{['failed' if i % 3 == 0 else 'ok' for i in cycles[:5]]}) "
