@@ -5,8 +5,8 @@
 #   scripts/sanitize_asan.sh                  # the whole suite
 #   scripts/sanitize_asan.sh tests/test_leaks.py -k cython    # any pytest arguments
 #
-# Environment: PYTHON (default: python3) must have Cython >= 3.1, setuptools, pytest,
-# pytest-timeout and hypothesis; CC (default: gcc). Exit status: pytest's; a sanitizer report
+# Environment: PYTHON (default: python3) must have pytest, pytest-timeout and hypothesis
+# (Cython >= 3.1 and setuptools are fetched into the temp dir if it lacks them); CC (default: gcc). Exit status: pytest's; a sanitizer report
 # aborts the process, which fails the run.
 #
 # How:
@@ -48,9 +48,17 @@ rm -f "$work"/src/fastdispatch/_core_c*.so "$work"/src/fastdispatch/_core_c.c
 
 echo "== building _core_c with -fsanitize=address,undefined"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+# The build needs Cython >= 3.1 and setuptools in $py; a venv made by `pip install .` has
+# neither (pip builds in isolation), so fetch them into the temp dir, never into $py's env.
+buildpath=
+if ! "$py" -c 'import Cython, setuptools, sys; sys.exit(tuple(map(int, Cython.__version__.split(".")[:2])) < (3, 1))' 2>/dev/null; then
+    echo "== installing Cython and setuptools for the build into $work/buildtools"
+    "$py" -m pip install -q --target "$work/buildtools" "cython>=3.1" setuptools
+    buildpath=$work/buildtools
+fi
 (
     cd "$work"
-    CC=$cc CFLAGS="$san -g -O1" LDFLAGS="$san" FASTDISPATCH_REQUIRE_EXTENSIONS=1 \
+    CC=$cc CFLAGS="$san -g -O1" LDFLAGS="$san" FASTDISPATCH_REQUIRE_EXTENSIONS=1 PYTHONPATH="$buildpath" \
         "$py" setup.py -q build_ext --inplace >"$work/build.log" 2>&1 ||
         { cat "$work/build.log"; exit 1; }
 )

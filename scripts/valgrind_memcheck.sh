@@ -4,7 +4,8 @@
 #
 #   scripts/valgrind_memcheck.sh            # exit 0 when clean (see below), 1 otherwise
 #
-# Environment: PYTHON (default: python3) with Cython >= 3.1 and setuptools; valgrind on PATH.
+# Environment: PYTHON (default: python3); valgrind on PATH. Cython >= 3.1 and setuptools are
+# fetched into the temp dir if PYTHON lacks them.
 #
 # How:
 # * The tree is copied to a temp dir and the extension built there with -g -O1 (exact stacks;
@@ -31,9 +32,17 @@ command -v valgrind >/dev/null || { echo "valgrind_memcheck: valgrind not found"
 (cd "$root" && git ls-files -z --cached --others --exclude-standard) |
     (cd "$root" && xargs -0 cp --parents -t "$work")
 rm -f "$work"/src/fastdispatch/_core_c*.so "$work"/src/fastdispatch/_core_c.c
+# The build needs Cython >= 3.1 and setuptools in $py; a venv made by `pip install .` has
+# neither (pip builds in isolation), so fetch them into the temp dir, never into $py's env.
+buildpath=
+if ! "$py" -c 'import Cython, setuptools, sys; sys.exit(tuple(map(int, Cython.__version__.split(".")[:2])) < (3, 1))' 2>/dev/null; then
+    echo "== installing Cython and setuptools for the build into $work/buildtools"
+    "$py" -m pip install -q --target "$work/buildtools" "cython>=3.1" setuptools
+    buildpath=$work/buildtools
+fi
 (
     cd "$work"
-    CFLAGS="-g -O1 -fno-omit-frame-pointer" FASTDISPATCH_REQUIRE_EXTENSIONS=1 \
+    CFLAGS="-g -O1 -fno-omit-frame-pointer" FASTDISPATCH_REQUIRE_EXTENSIONS=1 PYTHONPATH="$buildpath" \
         "$py" setup.py -q build_ext --inplace >"$work/build.log" 2>&1 ||
         { cat "$work/build.log"; exit 1; }
 )
