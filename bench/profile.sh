@@ -8,8 +8,8 @@
 #   profile-S1.svg   py-spy flame graph with native (C/Cython) frames
 #   perf-S1.txt      perf's flat profile by symbol (if perf is installed and allowed)
 #   perf-S1-callers.txt  perf's call graph of the hottest symbols
-# Run from a source checkout with the extension built in place (PYTHONPATH=src),
-# or with fastdispatch installed. PYTHON overrides the interpreter.
+# Uses the fastdispatch that imports (installed or on PYTHONPATH), else ./src.
+# PYTHON overrides the interpreter.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +20,9 @@ python="${PYTHON:-python}"
 out="$here/results"
 mkdir -p "$out"
 
-if [[ -d "$here/../src/fastdispatch" ]]; then
+# As run.py does: an importable fastdispatch (installed, or on PYTHONPATH) wins;
+# otherwise use the source tree next to bench/.
+if ! "$python" -c "import fastdispatch" 2>/dev/null && [[ -d "$here/../src/fastdispatch" ]]; then
     export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 unset FASTDISPATCH_NO_EXTENSIONS

@@ -74,6 +74,15 @@ def _grid(results: dict[str, Any], keys: list[str], fmt: Callable[[str, str], st
     return _table(header, [[labels[n], *(fmt(n, k) for k in keys)] for n in labels])
 
 
+def _bound(results: dict[str, Any], cell: dict[str, Any], key: str) -> str:
+    """What a timeout still tells: the rate was below items / timeout."""
+    if cell.get("status") != "timeout":
+        return ""
+    size = results["scenarios"][key]["size"]
+    items = size["samples"] or size["masters"] * size["per_master"]
+    return f": < {si(items / results['meta']['timeout_s'])}"
+
+
 def _throughput_cell(cell: dict[str, Any]) -> str:
     if cell["rounds"] < 2:
         return f"**{si(cell['value'])}**"
@@ -156,7 +165,9 @@ def markdown(results: dict[str, Any]) -> str:
                 results,
                 rate_keys,
                 lambda n, k: (
-                    _throughput_cell(c) if (c := _ok(cells, n, k)) else notes.mark(cells[n][k])
+                    _throughput_cell(c)
+                    if (c := _ok(cells, n, k))
+                    else notes.mark(cells[n][k]) + _bound(results, cells[n][k], k)
                 ),
             ),
         ]
@@ -282,7 +293,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
                 ax.text(
                     x,
                     bottom * 1.3,
-                    {"timeout": "timeout"}.get(status, status),
+                    status + _bound(results, cells[n][k], k),
                     rotation=90,
                     ha="center",
                     va="bottom",
