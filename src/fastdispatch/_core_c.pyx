@@ -531,7 +531,10 @@ cdef class Core:
 
     cdef int _try_put(self, _Mailbox mb, object item) except -1:
         cdef int64_t old
-        cdef int64_t w = fd_fetch_add(&self._intake, INFLIGHT_ONE)
+        # The item counts as unfinished from the start: a worker may pop and
+        # finish it before this producer leaves, and the count must never dip
+        # below the truth (a wait() would sleep through the item's finish).
+        cdef int64_t w = fd_fetch_add(&self._intake, INFLIGHT_ONE + UNF_ONE)
         if w & CLOSED:
             self._leave_rejected()
             # A mailbox made for this call and never used must not linger.
@@ -545,13 +548,15 @@ cdef class Core:
         Py_INCREF(item)
         ring_push(&mb.r, <PyObject *>item)
         fd_fetch_add(&self._dispatched, 1)
-        fd_fetch_add(&self._intake, UNF_ONE - INFLIGHT_ONE)
+        fd_fetch_add(&self._intake, -INFLIGHT_ONE)
         if (old & STATE_MASK) == IDLE:
             self._schedule(mb)
         return PUT_OK
 
     cdef inline void _leave_rejected(self) noexcept:
-        cdef int64_t w = fd_fetch_add(&self._intake, -INFLIGHT_ONE)
+        cdef int64_t w = fd_fetch_add(&self._intake, -(INFLIGHT_ONE + UNF_ONE))
+        if (w >> UNF_SHIFT) == 1 and fd_load(&self._idle_waiters) > 0:
+            self._notify(self._idle_cond)  # the count this attempt held is back to 0
         if w & CLOSED:
             # Workers may be waiting for the last producer to leave.
             fd_event_notify_all(&self._event)
