@@ -374,14 +374,17 @@ static inline int fd_event_has_waiters(fd_event *e) {
 
 static inline void fd_event_notify(fd_event *e, int all) {
     if (!fd_event_has_waiters(e)) return;
+    /* The epoch moves under the mutex (a waiter checks it under the mutex, so
+     * it either sees the move or is already asleep); the wake-up comes after
+     * the unlock, so the woken worker does not block on the mutex we hold. */
     fd_mutex_lock(&e->mutex);
     fd_fetch_add(&e->epoch, 1);
+    fd_mutex_unlock(&e->mutex);
 #if defined(_WIN32)
     if (all) WakeAllConditionVariable(&e->cond); else WakeConditionVariable(&e->cond);
 #else
     if (all) pthread_cond_broadcast(&e->cond); else pthread_cond_signal(&e->cond);
 #endif
-    fd_mutex_unlock(&e->mutex);
 }
 
 static inline void fd_event_notify_one(fd_event *e) { fd_event_notify(e, 0); }
