@@ -185,7 +185,7 @@ def run_micro(out: Path, fast: bool, tiny: bool, timeout: float) -> dict[str, An
         if tiny:
             cmd.append("--debug-single-value")
         elif fast:
-            cmd += ["--processes", "4", "--values", "3"]
+            cmd += ["--processes", "2", "--values", "3"]
         else:
             cmd.append("--fast")  # 10 worker processes: keeps a full run under ~20 minutes
         try:
