@@ -575,7 +575,13 @@ cdef class Core:
                 try:
                     self._spawn()
                 except BaseException:
-                    fd_fetch_add(&self._live, -1)
+                    # The item is accepted either way. With workers alive
+                    # (e.g. a thread refused at interpreter shutdown) one of
+                    # them serves it and the pool just did not grow; with
+                    # none, the caller must hear that nothing will run it.
+                    if fd_fetch_add(&self._live, -1) > 1:
+                        fd_event_notify_one(&self._event)
+                        return 0
                     raise
                 return 0
         # At the cap: tokens undercount parked workers (a worker that found
