@@ -494,6 +494,11 @@ cdef class Core:
                     work, master = _unpack_pair(pair)
                 self._put(work, master, block, deadline)
                 accepted += 1
+                if (accepted & 1023) == 0:
+                    # A C loop never yields the GIL on its own: let the workers
+                    # drain now and then, or a long iterable piles up in memory.
+                    with nogil:
+                        fd_thread_yield()
         except BaseException as exc:
             try:
                 exc.accepted = accepted
