@@ -155,7 +155,11 @@ def test_contender_handles_everything_in_order(
             assert not t.is_alive()
     c.finish()
 
-    assert rec.overlaps == []
+    if name != "loop" or producers == 1:
+        # The bare loop is a floor, not a dispatcher: with several producers it
+        # calls one master's handler from several threads, which free-threaded
+        # builds really run at once.
+        assert rec.overlaps == []
     assert len(rec.seen) == masters * producers
     for key, seqs in rec.seen.items():
         assert seqs == list(range(per_master)), key
