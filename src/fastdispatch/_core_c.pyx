@@ -60,7 +60,6 @@ cdef extern from "_atomic.h" nogil:
     int64_t fd_event_prepare(fd_event *e)
     void fd_event_cancel(fd_event *e)
     void fd_event_wait(fd_event *e, int64_t key)
-    bint fd_event_has_waiters(fd_event *e)
     bint fd_event_take_token(fd_event *e)
     void fd_event_notify_one(fd_event *e)
     void fd_event_notify_all(fd_event *e)
