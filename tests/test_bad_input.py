@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -213,11 +214,14 @@ class EqRaises:
 
 def test_master_whose_eq_raises(make: Any) -> None:
     gate = make.gate()
+    started = threading.Event()
     handled: list[Any] = []
-    d = make(lambda w: (gate.wait(WAIT), handled.append(w)), max_workers=1)
+    d = make(lambda w: (started.set(), gate.wait(WAIT), handled.append(w)), max_workers=1)
     first = EqRaises()
     d.dispatch("first", first)  # running and blocked: its mailbox exists
     d.dispatch("second", first)  # same object: found by identity, __eq__ not needed
+    # the snapshot must not race the worker taking "first" (pending 2 -> running 1)
+    assert started.wait(WAIT)
     before = d.stats()
     with pytest.raises(ValueError, match="eq exploded"):
         d.dispatch("other", EqRaises())  # same hash, different object: __eq__ runs
