@@ -330,7 +330,13 @@ cdef inline void slot_bump(int64_t *counter) noexcept nogil:
 
 # -- Python-level objects -----------------------------------------------------
 
+# Neither class can close a reference cycle that the collector must break:
+# a _Job or a _Mailbox is referenced only from the ring / ready queue (raw
+# pointers the collector cannot see anyway) and the masters dict, whose
+# key already holds the master. Untracked, they cost the collector nothing
+# (S1 spent ~9% of its samples collecting mailboxes made and freed per drain).
 @cython.final
+@cython.no_gc
 cdef class _Job:
     """A ``submit``ted item: the work and its future."""
     cdef object work
@@ -338,6 +344,7 @@ cdef class _Job:
 
 
 @cython.final
+@cython.no_gc
 cdef class _Mailbox:
     """One active master's queue."""
     cdef object master
