@@ -48,7 +48,11 @@ def test_handler_exception_goes_to_on_error_and_work_goes_on(make: Any, exc: Bas
     assert len(reports) == 1
     e, w, m = reports[0]
     assert e is exc and w is bad and m == master
-    assert handled == [bad, (master, "after"), ("other", "x")]  # same worker, same master go on
+    # The master goes on after its failure, in order. Across masters nothing is
+    # promised: "other" may run between them if the worker freed the mailbox
+    # before "after" arrived (seen on 3.13t).
+    assert [w for w in handled if w[0] == master] == [bad, (master, "after")]
+    assert sorted(handled, key=repr) == sorted([bad, (master, "after"), ("other", "x")], key=repr)
     s = d.stats()
     assert (s.dispatched, s.completed, s.failed) == (3, 2, 1)
     # the dispatcher keeps working afterwards
