@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -54,12 +55,44 @@ class _Notes:
         return "".join(f"{i}. {r}\n" for i, r in enumerate(self.reasons, 1))
 
 
-def ratio(cells: Cells, name: str, base: str, key: str) -> float | None:
-    """How many times better ``name`` is than ``base`` on ``key`` (>1: better)."""
+def ratios(cells: Cells, name: str, base: str, key: str) -> list[float]:
+    """How many times better ``name`` is than ``base`` on ``key`` (>1: better),
+    one ratio per round in which both ran.
+
+    The two ran back to back in the same round, so a slow spell of the machine
+    (these are shared VMs: the same bare loop runs at 19M or 33M items/s from one
+    minute to the next) hits both sides of a pair, where a ratio of medians would
+    compare one side's fast rounds with the other's slow ones. Results without
+    per-round values (older JSON) give the ratio of the medians.
+    """
     a, b = _ok(cells, name, key), _ok(cells, base, key)
-    if not a or not b or not a["value"] or not b["value"]:
-        return None
-    return b["value"] / a["value"] if key == LATENCY else a["value"] / b["value"]
+    if not a or not b:
+        return []
+
+    def one(x: float, y: float) -> float | None:
+        if not x or not y:
+            return None
+        return y / x if key == LATENCY else x / y
+
+    ra, rb = a.get("by_round") or {}, b.get("by_round") or {}
+    pairs = [one(ra[r], rb[r]) for r in ra if r in rb] or [one(a["value"], b["value"])]
+    return [v for v in pairs if v is not None]
+
+
+def ratio(cells: Cells, name: str, base: str, key: str) -> float | None:
+    """The median of :func:`ratios`, or None if there is nothing to compare."""
+    vals = ratios(cells, name, base, key)
+    return statistics.median(vals) if vals else None
+
+
+def _ratio_cell(cells: Cells, name: str, base: str, key: str) -> str:
+    vals = ratios(cells, name, base, key)
+    if not vals:
+        return "—"
+    med = f"{statistics.median(vals):.3g}{TIMES}"
+    if len(vals) < 2 or name == base:
+        return med
+    return f"{med} ({min(vals):.3g}{DASH}{max(vals):.3g})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -174,15 +207,10 @@ def markdown(results: dict[str, Any]) -> str:
     for base, title in ((LOOP, "the bare loop"), (EXECUTOR, "the executor recipe")):
         if base in cells:
             out += [
-                f"\n## Ratio to {title} (median / median; >1 = faster than {title}; "
-                "S5: its p50 / this p50)\n\n",
-                _grid(
-                    results,
-                    keys,
-                    lambda n, k, b=base: (
-                        f"{v:.3g}{TIMES}" if (v := ratio(cells, n, b, k)) is not None else "—"
-                    ),
-                ),
+                f"\n## Ratio to {title} (>1 = faster than {title}; S5: its p50 / this p50)\n\n"
+                "Each round runs every contender back to back, so each round gives one ratio; "
+                "the cell is the median of those, with their range.\n\n",
+                _grid(results, keys, lambda n, k, b=base: _ratio_cell(cells, n, b, k)),
             ]
     out += [
         "\n## Peak RSS of the child process, MB (ru_maxrss; includes the interpreter)\n\n",

@@ -35,7 +35,7 @@ import scenarios
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_TIMEOUT = {"full": 90.0, "quick": 30.0, "tiny": 30.0}
-DEFAULT_ROUNDS = {"full": 3, "quick": 2, "tiny": 1}
+DEFAULT_ROUNDS = {"full": 5, "quick": 2, "tiny": 1}
 
 
 def child_env(contender: str) -> dict[str, str]:
@@ -113,6 +113,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if vals:
             cell[key] = statistics.median(vals)
             cell[key + "_min"], cell[key + "_max"] = min(vals), max(vals)
+    # Each round's value, so that ratios can pair the contenders that ran
+    # back to back in the same round (string keys: the cell goes to JSON).
+    cell["by_round"] = {str(r["round"]): r["value"] for r in ok if "round" in r and "value" in r}
     if bad:
         cell["reason"] = f"{len(bad)} of {len(runs)} rounds: {bad[0].get('reason', '')}"
     return cell

@@ -185,3 +185,26 @@ def test_thread_peers_report_their_limit(bench: dict[str, ModuleType]) -> None:
         assert why.startswith("skipped: needs 1,000,000 OS threads"), why
     assert scenarios.infeasible("executor", "S3", full) is None
     assert scenarios.infeasible("fd-cython", "S3", full) is None
+
+
+def test_ratios_pair_the_contenders_of_each_round() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(BENCH))
+    # A slow spell in round 2 hits both: paired, the ratio is 0.5 every round;
+    # a ratio of the medians (4 / 6) would say 0.67.
+    cells = {
+        "a": {"S1": {"status": "ok", "value": 4.0, "by_round": {"1": 5.0, "2": 2.0, "3": 4.0}}},
+        "b": {"S1": {"status": "ok", "value": 8.0, "by_round": {"1": 10.0, "2": 4.0, "3": 8.0}}},
+        "lat": {"S5": {"status": "ok", "value": 2.0, "by_round": {"1": 2.0}}},
+        "base": {"S5": {"status": "ok", "value": 6.0, "by_round": {"1": 6.0}}},
+        "old": {"S1": {"status": "ok", "value": 6.0}},
+    }
+    assert report.ratios(cells, "a", "b", "S1") == [0.5, 0.5, 0.5]
+    assert report.ratio(cells, "a", "b", "S1") == 0.5
+    assert report.ratio(cells, "lat", "base", "S5") == 3.0  # latency: lower is better
+    assert report.ratio(cells, "a", "old", "S1") == 4.0 / 6.0  # no rounds: medians
+    assert report.ratio(cells, "a", "missing", "S1") is None
+    assert report._ratio_cell(cells, "a", "b", "S1") == f"0.5{report.TIMES} (0.5{report.DASH}0.5)"
