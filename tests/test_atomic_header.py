@@ -32,8 +32,20 @@ pytestmark = [
 @pytest.mark.parametrize("cc", COMPILERS or ["cc"])
 def test_atomic_header(cc: str, mode: str, tmp_path: Path) -> None:
     exe = tmp_path / "test_atomic"
-    cmd = [cc, "-O2", "-Wall", "-Wextra", "-Werror", *MODES[mode],
-           "-I", str(HEADER_DIR), str(SOURCE), "-o", str(exe), "-pthread"]
+    cmd = [
+        cc,
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        *MODES[mode],
+        "-I",
+        str(HEADER_DIR),
+        str(SOURCE),
+        "-o",
+        str(exe),
+        "-pthread",
+    ]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
