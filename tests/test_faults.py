@@ -822,3 +822,57 @@ def test_collected_dispatcher_drains_and_its_workers_exit(Dispatcher: type) -> N
     assert fut.result(timeout=WAIT) == "last"
     join_workers(prefix)
     assert sorted(ran, key=str) == sorted([*range(60), "last"], key=str)
+
+
+# -- a worker thread refused at spawn ------------------------------------------------------
+
+
+def _refuse_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+
+
+def test_refused_worker_with_others_alive_does_not_fail_the_dispatch(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accepted item must not look refused: a caller would retry it (a duplicate)."""
+    gate = make.gate()
+    started = threading.Event()
+    handled: list[Any] = []
+
+    def handle(work: Any) -> None:
+        if work == "block":
+            started.set()
+            assert gate.wait(WAIT)
+        handled.append(work)
+
+    d = make(handle, max_workers=2)
+    d.dispatch("block", "a")
+    assert started.wait(WAIT)
+    with monkeypatch.context() as m:
+        _refuse_threads(m)
+        d.dispatch("x", "b")  # wants a second worker; refused, but accepted
+    assert d.stats().dispatched == 2
+    gate.set()
+    drained(d)
+    assert sorted(handled) == ["block", "x"]  # the live worker served it
+    s = d.stats()
+    assert (s.completed, s.workers) == (2, 1)
+
+
+def test_refused_worker_with_none_alive_raises_and_keeps_the_item(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handled: list[Any] = []
+    d = make(handled.append, max_workers=2)
+    with monkeypatch.context() as m:
+        _refuse_threads(m)
+        with pytest.raises(RuntimeError, match="can't create new thread"):
+            d.dispatch("x", "a")
+    s = d.stats()
+    assert (s.dispatched, s.pending, s.workers) == (1, 1, 0)  # accepted, nobody runs it yet
+    d.dispatch("y", "b")  # an idle master: this dispatch starts a worker
+    drained(d)
+    assert sorted(handled) == ["x", "y"]

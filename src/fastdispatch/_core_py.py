@@ -401,13 +401,20 @@ class Core:
             waiting.space.notify()
 
     def _start_worker(self) -> None:
-        """Call ``spawn`` (lock not held); on failure take the count back, re-raise."""
+        """Call ``spawn`` (lock not held); on failure take the count back and
+        re-raise, unless other workers are alive to serve the accepted item."""
         try:
             self._spawn()
         except BaseException as exc:
             with self._lock:
                 self._workers -= 1
-                orphaned = self._workers == 0 and bool(self._ready)
+                alive = self._workers > 0
+                orphaned = not alive and bool(self._ready)
+            if alive:
+                # The item is accepted either way and sits on the ready queue, which
+                # live workers drain before they park; the pool just did not grow (3.12+
+                # refuses new threads at interpreter shutdown). As the compiled core.
+                return
             if orphaned:
                 note = (
                     "fastdispatch: could not start a worker thread; the work was accepted but "
