@@ -11,6 +11,25 @@ from typing import Any
 WAIT = 10.0
 
 
+class Blocker:
+    """A handler that holds the work ``"block"`` until *gate* is set.
+
+    ``started`` is set when ``"block"`` begins; ``handled`` lists every work
+    handled, in order (``"block"`` once it is let go).
+    """
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.started = threading.Event()
+        self.handled: list[Any] = []
+
+    def __call__(self, work: Any) -> None:
+        if work == "block":
+            self.started.set()
+            assert self.gate.wait(WAIT)
+        self.handled.append(work)
+
+
 class Recorder:
     """A handler for works shaped ``(master, seq, ...)``.
 

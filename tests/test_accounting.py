@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from fastdispatch import DispatcherStats
-from semhelpers import WAIT, assert_identity, threads_named, wait_ok
+from semhelpers import WAIT, Blocker, assert_identity, threads_named, wait_ok
 
 
 def test_stats_is_a_dispatcher_stats(make: Any) -> None:
@@ -117,26 +117,17 @@ def test_cancelled_future_of_running_item_cannot_cancel(make: Any) -> None:
 
 
 def test_user_cancelled_future_does_not_block_its_master(make: Any) -> None:
-    gate = make.gate()
-    started = threading.Event()
-    handled: list[Any] = []
-
-    def handle(work: Any) -> None:
-        if work == "block":
-            started.set()
-            assert gate.wait(WAIT)
-        handled.append(work)
-
-    d = make(handle, max_workers=1)
+    handler = Blocker(make.gate())
+    d = make(handler, max_workers=1)
     d.dispatch("block", "m")
-    assert started.wait(WAIT)
+    assert handler.started.wait(WAIT)
     f1 = d.submit("c1", "m")
     d.dispatch("d2", "m")
     f3 = d.submit("c3", "m")
     assert f1.cancel() and f3.cancel()
-    gate.set()
+    handler.gate.set()
     wait_ok(d)
-    assert handled == ["block", "d2"]
+    assert handler.handled == ["block", "d2"]
     s = d.stats()
     assert_identity(s)
     assert (s.completed, s.cancelled, s.active_masters) == (2, 2, 0)
@@ -176,17 +167,10 @@ def test_counters_are_exact_under_concurrency(make: Any) -> None:
 
 
 def test_user_cancelled_then_close_cancel_pending_counts_once(make: Any) -> None:
-    gate = make.gate()
-    started = threading.Event()
-
-    def handle(work: Any) -> None:
-        if work == "block":
-            started.set()
-            assert gate.wait(WAIT)
-
-    d = make(handle, max_workers=1)
+    handler = Blocker(make.gate())
+    d = make(handler, max_workers=1)
     d.dispatch("block", "m")
-    assert started.wait(WAIT)
+    assert handler.started.wait(WAIT)
     f1 = d.submit("f1", "m")
     d.dispatch("x", "m")
     assert f1.cancel()
@@ -194,7 +178,7 @@ def test_user_cancelled_then_close_cancel_pending_counts_once(make: Any) -> None
     assert ("x", "m") in returned
     assert set(returned) <= {("f1", "m"), ("x", "m")}
     assert_identity(d.stats())
-    gate.set()
+    handler.gate.set()
     wait_ok(d)
     s = d.stats()
     assert_identity(s)

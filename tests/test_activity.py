@@ -9,30 +9,23 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from semhelpers import WAIT, Recorder, threads_named, wait_ok
+from semhelpers import WAIT, Blocker, Recorder, threads_named, wait_ok
 
 # -- 8. memory follows activity -------------------------------------------------
 
 
 def test_active_masters_counts_queued_or_running(make: Any) -> None:
-    gate = make.gate()
-    started = threading.Event()
-
-    def handle(work: Any) -> None:
-        if work == "block":
-            started.set()
-            assert gate.wait(WAIT)
-
-    d = make(handle, max_workers=1)
+    handler = Blocker(make.gate())
+    d = make(handler, max_workers=1)
     assert d.stats().active_masters == 0
     d.dispatch("block", "running")
-    assert started.wait(WAIT)
+    assert handler.started.wait(WAIT)
     assert d.stats().active_masters == 1  # running, nothing queued
     d.dispatch("x", "queued-1")
     d.dispatch("x", "queued-2")
     d.dispatch("x", "queued-2")
     assert d.stats().active_masters == 3
-    gate.set()
+    handler.gate.set()
     wait_ok(d)
     s = d.stats()
     assert (s.active_masters, s.pending, s.running) == (0, 0, 0)

@@ -63,6 +63,7 @@ from typing import Any
 import pytest
 
 from fastdispatch import DispatcherClosed, QueueFull
+from semhelpers import Blocker
 
 WAIT = 10.0
 #: "At once": far below any timeout a blocking call could be waiting on.
@@ -838,26 +839,17 @@ def test_refused_worker_with_others_alive_does_not_fail_the_dispatch(
     make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The accepted item must not look refused: a caller would retry it (a duplicate)."""
-    gate = make.gate()
-    started = threading.Event()
-    handled: list[Any] = []
-
-    def handle(work: Any) -> None:
-        if work == "block":
-            started.set()
-            assert gate.wait(WAIT)
-        handled.append(work)
-
-    d = make(handle, max_workers=2)
+    handler = Blocker(make.gate())
+    d = make(handler, max_workers=2)
     d.dispatch("block", "a")
-    assert started.wait(WAIT)
+    assert handler.started.wait(WAIT)
     with monkeypatch.context() as m:
         _refuse_threads(m)
         d.dispatch("x", "b")  # wants a second worker; refused, but accepted
     assert d.stats().dispatched == 2
-    gate.set()
+    handler.gate.set()
     drained(d)
-    assert sorted(handled) == ["block", "x"]  # the live worker served it
+    assert sorted(handler.handled) == ["block", "x"]  # the live worker served it
     s = d.stats()
     assert (s.completed, s.workers) == (2, 1)
 
