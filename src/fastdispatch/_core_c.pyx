@@ -2,22 +2,29 @@
 
 Data structures, all reached without the GIL's help (atomics in _atomic.h):
 
-* One ``_Mailbox`` per active master. Its queue is a chain of ring chunks:
-  producers reserve a place with one CAS on the mailbox word (queued count
-  and state IDLE / SCHEDULED / DEAD, so capacity and "was it idle?" are one
-  decision), claim a slot with a fetch-add on the tail chunk and publish the
-  item with a release store. No mutex on the producer path. The worker that
-  owns the mailbox is its only consumer; a tiny spin lock on the consumer side
-  lets ``cancel_pending`` take items out without racing it.
+* One ``_Mailbox`` per active master. Its queue is a chain of ring chunks
+  addressed by sequence number: producers reserve the next number with one
+  CAS on the mailbox word (items ever reserved and state IDLE / SCHEDULED /
+  DEAD, so capacity and "was it idle?" are one decision), find its chunk from
+  the tail pointer they read before the CAS and publish the item with a
+  release store. No mutex on the producer path and no other atomic RMW. The
+  consumer counts what it took in a word of its own (queued = reserved -
+  taken), so taking an item is a load and a store. The worker that owns the
+  mailbox is its only consumer; a tiny spin lock on the consumer side lets
+  ``cancel_pending`` take items out without racing it.
 * A ready queue of mailboxes (Vyukov's intrusive MPSC list; the consumer end
   is a mutex shared by the workers only). A mailbox is put on it by the
   producer that moved it from IDLE to SCHEDULED, or by its worker handing it
   back after ``BATCH`` items: it is on the queue or in one worker's hands,
   never both, which is the ordering guarantee.
 * The intake word: CLOSED bit, producers mid-enqueue, unfinished items. One
-  RMW to enter, one to leave and count the item; close() waits for the
-  mid-enqueue count to drain; workers exit when the word reads "closed,
-  nothing in flight, nothing unfinished".
+  RMW to enter (and count the item unfinished), one to leave; close() waits
+  for the mid-enqueue count to drain; workers exit when the word reads
+  "closed, nothing in flight, nothing unfinished". A worker takes its
+  batch's items off the unfinished count in one RMW at the end of the batch.
+* Per-worker counters (one cache line each, plain stores) hold outcomes and
+  the items not yet taken off the unfinished count; ``dispatched`` is derived
+  from them and the intake word, so no shared counter is written per item.
 * Idle workers park on an event count and are woken only when one is parked.
 
 Chunks that the consumer has passed are freed only when no producer is mid
@@ -52,6 +59,7 @@ cdef extern from "_atomic.h" nogil:
     void fd_thread_yield()
     void fd_spin_lock(int64_t *lock)
     void fd_spin_unlock(int64_t *lock)
+    void fd_fence()
 
     ctypedef struct fd_event:
         pass
@@ -85,7 +93,7 @@ cdef extern from "_pycompat.h":
 BATCH = 1024
 cdef int64_t C_BATCH = 1024
 
-# Mailbox word: (queued << 2) | state.
+# Mailbox word: (items ever reserved << 2) | state.
 cdef enum:
     IDLE = 0
     SCHEDULED = 1
@@ -114,28 +122,29 @@ cdef int64_t MAX_CHUNK = 1024
 
 cdef struct Chunk:
     Chunk *next        # atomic: set once by the producer that overflows
-    int64_t claim      # atomic: next slot to hand out (may run past size)
+    int64_t base       # sequence number of slots[0]
     int64_t size
     PyObject **slots   # size slots right after the header; NULL = not yet stored
 
 
-cdef Chunk *chunk_new(int64_t size) noexcept nogil:
+cdef Chunk *chunk_new(int64_t base, int64_t size) noexcept nogil:
     cdef Chunk *c = <Chunk *>PyMem_RawCalloc(
         1, sizeof(Chunk) + <size_t>size * sizeof(PyObject *))
     if c != NULL:
+        c.base = base
         c.size = size
         c.slots = <PyObject **>(<char *>c + sizeof(Chunk))
     return c
 
 
-cdef Chunk *chunk_new_retrying(int64_t size) noexcept nogil:
+cdef Chunk *chunk_new_retrying(int64_t base, int64_t size) noexcept nogil:
     # A reserved slot must be published, or the consumer would wait for it
     # forever; a few KiB that cannot be had now are retried, not given up.
-    cdef Chunk *c = chunk_new(size)
+    cdef Chunk *c = chunk_new(base, size)
     cdef int spins = 0
     while c == NULL:
         fd_backoff(&spins)
-        c = chunk_new(size)
+        c = chunk_new(base, size)
     return c
 
 
@@ -145,10 +154,11 @@ cdef struct Node:
 
 
 cdef struct Ring:
-    int64_t word       # atomic: (queued << 2) | state
+    int64_t word       # atomic: (reserved << 2) | state
+    int64_t taken      # atomic: items ever taken out; written under lock only
     int64_t blocked    # atomic: producers waiting for room
     int64_t lock       # consumer-side spin lock
-    Chunk *tail        # atomic: the chunk producers claim slots in
+    Chunk *tail        # atomic: at or before the chunk of the newest reservation
     Chunk *head        # consumer: chunk of the next item
     int64_t head_idx   # consumer: slot of the next item in head
     Chunk *oldest      # consumer: first chunk not yet freed (chain oldest..head retired)
@@ -156,48 +166,55 @@ cdef struct Ring:
     Node node          # link in the ready queue
 
 
+cdef inline int64_t ring_queued(Ring *r) noexcept nogil:
+    # taken is read second: it never passes reserved, so this is never < 0.
+    cdef int64_t reserved = fd_load(&r.word) >> 2
+    return reserved - fd_load(&r.taken)
+
+
 cdef inline int64_t ring_reserve(Ring *r, int64_t capacity) noexcept nogil:
-    """Reserve one place and mark the ring SCHEDULED: the old word, or -1 if
-    DEAD, -2 if full."""
+    """Reserve the next sequence number and mark the ring SCHEDULED: the old
+    word (its sequence number is old >> 2), or -1 if DEAD, -2 if full."""
     cdef int64_t w = fd_load(&r.word)
     while True:
         if (w & STATE_MASK) == DEAD:
             return -1
-        if capacity >= 0 and (w >> 2) >= capacity:
+        # A stale `taken` only overstates the queue: full a moment early,
+        # never over capacity.
+        if capacity >= 0 and (w >> 2) - fd_load(&r.taken) >= capacity:
             return -2
         if fd_cas(&r.word, &w, (w & ~(<int64_t>STATE_MASK)) + COUNT_ONE + SCHEDULED):
             return w
 
 
-cdef inline void ring_push(Ring *r, PyObject *item) noexcept nogil:
-    """Publish a reserved item (the caller entered the intake first)."""
-    cdef Chunk *c
+cdef inline void ring_push(Ring *r, Chunk *c, int64_t seq, PyObject *item) noexcept nogil:
+    """Publish the item reserved as number seq. c is the tail as read before
+    the reservation (so c.base <= seq), by a caller inside the intake (so no
+    chunk from c on has been freed)."""
     cdef Chunk *n
     cdef Chunk *fresh
     cdef void *expected
-    cdef int64_t i, size
-    while True:
-        c = <Chunk *>fd_load_ptr(<void **>&r.tail)
-        i = fd_fetch_add(&c.claim, 1)
-        if i < c.size:
-            fd_store_ptr(<void **>&c.slots[i], item)
-            return
+    cdef int64_t size
+    while seq - c.base >= c.size:
         n = <Chunk *>fd_load_ptr(<void **>&c.next)
         if n == NULL:
             size = c.size * 2
             if size > MAX_CHUNK:
                 size = MAX_CHUNK
-            fresh = chunk_new_retrying(size)
+            fresh = chunk_new_retrying(c.base + c.size, size)
             expected = NULL
             if fd_cas_ptr(<void **>&c.next, &expected, fresh):
                 n = fresh
             else:
                 PyMem_RawFree(fresh)
                 n = <Chunk *>expected
-        # Move the tail on before claiming again (whoever wins): a retired
-        # chunk is never the tail once its linker has left the intake.
+        # Move the tail on past every chunk walked through (whoever wins),
+        # before publishing: a chunk the consumer has left is never the tail
+        # once its item's producer is out of the intake.
         expected = c
         fd_cas_ptr(<void **>&r.tail, &expected, n)
+        c = n
+    fd_store_ptr(<void **>&c.slots[seq - c.base], item)
 
 
 cdef inline PyObject *ring_pop(Ring *r) noexcept nogil:
@@ -207,7 +224,8 @@ cdef inline PyObject *ring_pop(Ring *r) noexcept nogil:
     cdef Chunk *n
     cdef PyObject *item
     cdef int spins = 0
-    if (fd_load(&r.word) >> 2) == 0:
+    cdef int64_t taken = fd_load_relaxed(&r.taken)  # only lock holders write it
+    if (fd_load(&r.word) >> 2) == taken:
         return NULL
     c = r.head
     if r.head_idx == c.size:
@@ -226,7 +244,7 @@ cdef inline PyObject *ring_pop(Ring *r) noexcept nogil:
         item = <PyObject *>fd_load_ptr(<void **>&c.slots[r.head_idx])
     c.slots[r.head_idx] = NULL
     r.head_idx += 1
-    fd_fetch_add(&r.word, -COUNT_ONE)
+    fd_store(&r.taken, taken + 1)
     return item
 
 
@@ -240,12 +258,12 @@ cdef inline void ring_reclaim(Ring *r) noexcept nogil:
 
 
 cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
-    """Empty and in state from_state -> DEAD; False if an item was reserved."""
-    cdef int64_t w = fd_load(&r.word)
-    while (w >> 2) == 0 and (w & STATE_MASK) == from_state:
-        if fd_cas(&r.word, &w, DEAD):
-            return True
-    return False
+    """Empty and in state from_state -> DEAD; False if an item was reserved
+    (or taken by another consumer meanwhile: the caller looks again)."""
+    # Only a reservation or a kill changes the word, so one CAS decides.
+    cdef int64_t taken = fd_load(&r.taken)
+    cdef int64_t w = (taken << 2) | from_state
+    return fd_cas(&r.word, &w, (taken << 2) | DEAD)
 
 
 # -- ready queue -----------------------------------------------------------
@@ -320,12 +338,20 @@ cdef struct Slot:
     int64_t completed
     int64_t failed
     int64_t cancelled
-    char pad[24]       # one cache line per worker
+    int64_t owed       # counted above but not yet taken off the intake's unfinished count
+    char pad[16]       # one cache line per worker
 
 
 cdef inline void slot_bump(int64_t *counter) noexcept nogil:
     # Single writer: a load and a store, no read-modify-write.
     fd_store(counter, fd_load_relaxed(counter) + 1)
+
+
+cdef inline void slot_done(Slot *slot, int64_t *outcome) noexcept nogil:
+    # Both before anything can observe the outcome (a future's waiter, its
+    # callbacks): stats() derive `dispatched` from the two together.
+    slot_bump(outcome)
+    slot_bump(&slot.owed)
 
 
 # -- Python-level objects -----------------------------------------------------
@@ -351,7 +377,7 @@ cdef class _Mailbox:
     cdef Ring r
 
     def __cinit__(self):
-        cdef Chunk *c = chunk_new(FIRST_CHUNK)
+        cdef Chunk *c = chunk_new(0, FIRST_CHUNK)
         if c == NULL:
             raise MemoryError()
         self.r.tail = c
@@ -361,22 +387,15 @@ cdef class _Mailbox:
 
     def __dealloc__(self):
         # Normally empty (DEAD means drained); after fork the child drops
-        # the inherited items here.
+        # the inherited items here. Taking an item clears its slot, so every
+        # slot still set holds a reference.
         cdef Chunk *c = self.r.oldest
         cdef Chunk *n
-        cdef bint live = False
-        cdef int64_t i, start, end
+        cdef int64_t i
         while c != NULL:
-            if c == self.r.head:
-                live = True
-                start = self.r.head_idx
-            else:
-                start = 0
-            if live:
-                end = c.claim if c.claim < c.size else c.size
-                for i in range(start, end):
-                    Py_XDECREF(c.slots[i])
-                    c.slots[i] = NULL
+            for i in range(c.size):
+                Py_XDECREF(c.slots[i])
+                c.slots[i] = NULL
             n = c.next
             PyMem_RawFree(c)
             c = n
@@ -416,7 +435,6 @@ cdef class Core:
     cdef int64_t _max_workers
     cdef dict _masters
     cdef int64_t _intake
-    cdef int64_t _dispatched
     cdef int64_t _cancelled
     cdef int64_t _live
     cdef int64_t _shutdown
@@ -542,6 +560,7 @@ cdef class Core:
 
     cdef int _try_put(self, _Mailbox mb, object item) except -1:
         cdef int64_t old
+        cdef Chunk *tail
         # The item counts as unfinished from the start: a worker may pop and
         # finish it before this producer leaves, and the count must never dip
         # below the truth (a wait() would sleep through the item's finish).
@@ -552,13 +571,15 @@ cdef class Core:
             if ring_try_kill(&mb.r, IDLE):
                 self._forget(mb)
             return PUT_CLOSED
+        # Read inside the intake (so not freed under us) and before the
+        # reservation (so at or before the reserved number's chunk).
+        tail = <Chunk *>fd_load_ptr(<void **>&mb.r.tail)
         old = ring_reserve(&mb.r, self._capacity)
         if old < 0:
             self._leave_rejected()
             return PUT_DEAD if old == -1 else PUT_FULL
         Py_INCREF(item)
-        ring_push(&mb.r, <PyObject *>item)
-        fd_fetch_add(&self._dispatched, 1)
+        ring_push(&mb.r, tail, old >> 2, <PyObject *>item)
         fd_fetch_add(&self._intake, -INFLIGHT_ONE)
         if (old & STATE_MASK) == IDLE:
             self._schedule(mb)
@@ -632,6 +653,10 @@ cdef class Core:
             while True:
                 mb = self._mailbox_for(master)
                 fd_fetch_add(&mb.r.blocked, 1)
+                # Pairs with the fence after a consumer's store of `taken`:
+                # either this producer sees the room or the consumer sees it
+                # waiting.
+                fd_fence()
                 try:
                     status = self._try_put(mb, item)
                     if status == PUT_OK:
@@ -728,9 +753,10 @@ cdef class Core:
         """Handle up to BATCH items; True if mb went back on the ready queue
         (keeping the queue's reference).
 
-        Each item is counted finished only once the mailbox's fate after it
-        is settled (freed, requeued, or its next item taken), so whoever
-        wait()s sees the dispatcher idle with its mailboxes already gone.
+        The batch's items are counted finished together, once the mailbox's
+        fate after them is settled (freed or requeued), so whoever wait()s
+        sees the dispatcher idle with its mailboxes already gone, and the
+        shared intake word takes one write per batch instead of per item.
         """
         cdef Ring *r = &mb.r
         cdef PyObject *p
@@ -763,19 +789,23 @@ cdef class Core:
                 if (fd_load(&r.word) & STATE_MASK) == DEAD:
                     break  # cancel_pending retired it (after close)
                 continue  # a producer reserved a place just now
-            if owed:
-                self._finish(owed)
-                owed = 0
             done += 1
-            if fd_load(&r.blocked) > 0:
-                self._notify_space()
+            if self._capacity >= 0:
+                # Only a bounded queue has producers to wake; the fence orders
+                # the store of `taken` before the read of `blocked`.
+                fd_fence()
+                if fd_load(&r.blocked) > 0:
+                    self._notify_space()
             item = <object>p
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
             self._run_item(mb, item, slot)
             fd_store(&r.running, 0)
-            owed = 1
+            owed += 1
             item = None
         if owed:
+            # Cleared first: in between, stats() over-count rather than
+            # under-count, and a wait() returns only after the RMW.
+            fd_store(&slot.owed, 0)
             self._finish(owed)
         return requeued
 
@@ -790,10 +820,10 @@ cdef class Core:
         res = fd_call1(self._handler, item)
         if res != NULL:
             Py_XDECREF(res)
-            slot_bump(&slot.completed)
+            slot_done(slot, &slot.completed)
             fd_store(&slot.running, 0)
         else:
-            slot_bump(&slot.failed)
+            slot_done(slot, &slot.failed)
             fd_store(&slot.running, 0)
             self._handler_failed(item, mb.master)
 
@@ -809,18 +839,18 @@ cdef class Core:
         fd_store(&slot.running, 1)
         try:
             if not job.future.set_running_or_notify_cancel():
-                slot_bump(&slot.cancelled)
+                slot_done(slot, &slot.cancelled)
                 return
             try:
                 result = self._handler(job.work)
             except BaseException as exc:
                 # Counted before the future resolves: whoever sees the
                 # future done also sees the count.
-                slot_bump(&slot.failed)
+                slot_done(slot, &slot.failed)
                 fd_store(&slot.running, 0)
                 job.future.set_exception(exc)
             else:
-                slot_bump(&slot.completed)
+                slot_done(slot, &slot.completed)
                 fd_store(&slot.running, 0)
                 job.future.set_result(result)
         finally:
@@ -883,7 +913,7 @@ cdef class Core:
         cdef int64_t n, i, total = 0
         for mb in list(self._masters.values()):
             r = &mb.r
-            n = fd_load(&r.word) >> 2
+            n = ring_queued(r)
             if n == 0:
                 continue
             buf = <PyObject **>PyMem_RawMalloc(<size_t>n * sizeof(PyObject *))
@@ -911,6 +941,7 @@ cdef class Core:
                     out.append((item, mb.master))
             PyMem_RawFree(buf)
             item = None
+            fd_fence()  # as in _run_mailbox
             if fd_load(&r.blocked) > 0:
                 self._notify_space()
         self._retire_idle()
@@ -959,7 +990,7 @@ cdef class Core:
 
     def after_fork_in_child(self, reason):
         """Make the copy inherited by a forked child closed and inert."""
-        cdef int64_t i, completed = 0, failed = 0, cancelled = 0
+        cdef int64_t i, owed = 0
         # Locks may have been held by threads that do not exist here.
         fd_event_init(&self._event)
         fd_mutex_init(&self._rq.lock)
@@ -967,13 +998,12 @@ cdef class Core:
         # written by a thread that no longer exists, so they are left alone.
         rq_init(&self._rq)
         for i in range(self._max_workers):
-            completed += self._slots[i].completed
-            failed += self._slots[i].failed
-            cancelled += self._slots[i].cancelled
+            owed += self._slots[i].owed
             self._slots[i].used = 0
             self._slots[i].running = 0
+            self._slots[i].owed = 0
         # Whatever the parent had not finished is the parent's to run.
-        self._cancelled = self._dispatched - completed - failed - cancelled
+        self._cancelled += (self._intake >> UNF_SHIFT) - owed
         self._reason = reason
         self._intake = CLOSED
         self._live = 0
@@ -989,28 +1019,31 @@ cdef class Core:
     def pending(self, master):
         """Items queued for ``master`` (not counting the one running)."""
         cdef PyObject *p = NULL
-        cdef int64_t n
+        cdef _Mailbox mb
         cdef int found = fd_dict_get_ref(self._masters, master, &p)
         if found < 0:
             _raise_unhashable(master)
         if found == 0:
             return 0
-        n = fd_load(&(<_Mailbox>p).r.word) >> 2
-        Py_XDECREF(p)
-        return n
+        mb = <_Mailbox>p
+        Py_XDECREF(p)  # mb holds its own reference
+        return ring_queued(&mb.r)
 
     def stats(self):
         """(dispatched, completed, failed, cancelled, pending, running,
         active_masters, workers)."""
-        cdef int64_t i, completed = 0, failed = 0, cancelled = 0, running = 0
+        cdef int64_t i, completed = 0, failed = 0, cancelled = 0, running = 0, owed = 0
         cdef int64_t dispatched, pending
         for i in range(self._max_workers):
             completed += fd_load(&self._slots[i].completed)
             failed += fd_load(&self._slots[i].failed)
             cancelled += fd_load(&self._slots[i].cancelled)
             running += fd_load(&self._slots[i].running)
+            owed += fd_load(&self._slots[i].owed)
         cancelled += fd_load(&self._cancelled)
-        dispatched = fd_load(&self._dispatched)
+        # Accepted = not yet finished + finished. The unfinished count also
+        # holds, for an instant, a producer's attempt that will be refused.
+        dispatched = (fd_load(&self._intake) >> UNF_SHIFT) + completed + failed + cancelled - owed
         pending = dispatched - completed - failed - cancelled - running
         if pending < 0:
             pending = 0
