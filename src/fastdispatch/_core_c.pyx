@@ -114,7 +114,8 @@ cdef enum:
     PUT_FULL = 2
     PUT_DEAD = 3
 
-cdef int64_t FIRST_CHUNK = 4  # most masters hold few items: small first, doubling
+cdef enum:
+    FIRST_CHUNK = 4  # most masters hold few items: small first (inside the mailbox), doubling
 cdef int64_t MAX_CHUNK = 1024
 
 
@@ -124,7 +125,8 @@ cdef struct Chunk:
     Chunk *next        # atomic: set once by the producer that overflows
     int64_t base       # sequence number of slots[0]
     int64_t size
-    PyObject **slots   # size slots right after the header; NULL = not yet stored
+    int64_t embedded   # the first chunk lives inside its _Mailbox: never freed alone
+    PyObject **slots   # size slots (right after the header); NULL = not yet stored
 
 
 cdef Chunk *chunk_new(int64_t base, int64_t size) noexcept nogil:
@@ -135,6 +137,11 @@ cdef Chunk *chunk_new(int64_t base, int64_t size) noexcept nogil:
         c.size = size
         c.slots = <PyObject **>(<char *>c + sizeof(Chunk))
     return c
+
+
+cdef inline void chunk_free(Chunk *c) noexcept nogil:
+    if not c.embedded:
+        PyMem_RawFree(c)
 
 
 cdef Chunk *chunk_new_retrying(int64_t base, int64_t size) noexcept nogil:
@@ -254,7 +261,7 @@ cdef inline void ring_reclaim(Ring *r) noexcept nogil:
     while r.oldest != r.head:
         c = r.oldest
         r.oldest = c.next
-        PyMem_RawFree(c)
+        chunk_free(c)
 
 
 cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
@@ -375,14 +382,19 @@ cdef class _Mailbox:
     """One active master's queue."""
     cdef object master
     cdef Ring r
+    # Most mailboxes live and die within their first few items (S1, S3):
+    # their only chunk comes with the object, not from a separate allocation.
+    cdef Chunk first
+    cdef PyObject *first_slots[FIRST_CHUNK]
 
     def __cinit__(self):
-        cdef Chunk *c = chunk_new(0, FIRST_CHUNK)
-        if c == NULL:
-            raise MemoryError()
-        self.r.tail = c
-        self.r.head = c
-        self.r.oldest = c
+        # The object's memory arrives zeroed: slots empty, next NULL, base 0.
+        self.first.size = FIRST_CHUNK
+        self.first.embedded = 1
+        self.first.slots = self.first_slots
+        self.r.tail = &self.first
+        self.r.head = &self.first
+        self.r.oldest = &self.first
         self.r.node.owner = <PyObject *>self
 
     def __dealloc__(self):
@@ -397,7 +409,7 @@ cdef class _Mailbox:
                 Py_XDECREF(c.slots[i])
                 c.slots[i] = NULL
             n = c.next
-            PyMem_RawFree(c)
+            chunk_free(c)
             c = n
 
 
