@@ -58,6 +58,33 @@ def test_order_per_master_many_producers(make: Any) -> None:
     assert d.stats().completed == producers * masters_each * items
 
 
+
+def test_one_master_shared_by_many_producers(make: Any) -> None:
+    # Producers race for places in one master's queue while its worker drains
+    # it: the compiled core's chunks (4, 8, ... 1,024 places) fill, link and
+    # are freed under them. Each producer's items keep that producer's order.
+    rec = Recorder()
+    d = make(rec, max_workers=2)
+    producers, items = 4, 5000
+    start = threading.Barrier(producers, timeout=WAIT)
+
+    def produce(p: int) -> None:
+        start.wait()
+        for i in range(items):
+            d.dispatch(("shared", (p, i)), "shared")
+
+    calls = [Call(lambda p=p: produce(p)) for p in range(producers)]
+    for c in calls:
+        c.finish()
+    wait_ok(d)
+    assert not rec.overlaps
+    seen = rec.by_master["shared"]
+    assert len(seen) == producers * items
+    for p in range(producers):
+        assert [i for q, i in seen if q == p] == list(range(items)), p
+    s = d.stats()
+    assert (s.dispatched, s.completed, s.pending, s.running) == (producers * items,) * 2 + (0, 0)
+
 def test_order_follows_return_order_of_dispatch_across_producers(make: Any) -> None:
     """Several producers share masters; the order their dispatch calls
     returned (serialised by a lock) is the handling order."""
