@@ -174,9 +174,11 @@ cdef struct Ring:
 
 
 cdef inline int64_t ring_queued(Ring *r) noexcept nogil:
-    # taken is read second: it never passes reserved, so this is never < 0.
-    cdef int64_t reserved = fd_load(&r.word) >> 2
-    return reserved - fd_load(&r.taken)
+    # taken is read first: it never passes reserved, which only grows, so
+    # this is never < 0 (read the other way round, items reserved and taken
+    # between the two loads would make it negative).
+    cdef int64_t taken = fd_load(&r.taken)
+    return (fd_load(&r.word) >> 2) - taken
 
 
 cdef inline int64_t ring_reserve(Ring *r, int64_t capacity) noexcept nogil:
@@ -772,8 +774,7 @@ cdef class Core:
         """
         cdef Ring *r = &mb.r
         cdef PyObject *p
-        cdef int64_t done = 0
-        cdef int64_t owed = 0
+        cdef int64_t done = 0  # items taken and run in this batch
         cdef bint requeued = False
         while True:
             if done >= C_BATCH:
@@ -812,13 +813,12 @@ cdef class Core:
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
             self._run_item(mb, item, slot)
             fd_store(&r.running, 0)
-            owed += 1
             item = None
-        if owed:
+        if done:
             # Cleared first: in between, stats() over-count rather than
             # under-count, and a wait() returns only after the RMW.
             fd_store(&slot.owed, 0)
-            self._finish(owed)
+            self._finish(done)
         return requeued
 
     cdef void _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
