@@ -667,9 +667,7 @@ cdef class Core:
             while True:
                 mb = self._mailbox_for(master)
                 fd_fetch_add(&mb.r.blocked, 1)
-                # Pairs with the fence after a consumer's store of `taken`:
-                # either this producer sees the room or the consumer sees it
-                # waiting.
+                # Pairs with the fence in _wake_blocked.
                 fd_fence()
                 try:
                     status = self._try_put(mb, item)
@@ -803,12 +801,8 @@ cdef class Core:
                     break  # cancel_pending retired it (after close)
                 continue  # a producer reserved a place just now
             done += 1
-            if self._capacity >= 0:
-                # Only a bounded queue has producers to wake; the fence orders
-                # the store of `taken` before the read of `blocked`.
-                fd_fence()
-                if fd_load(&r.blocked) > 0:
-                    self._notify_space()
+            if self._capacity >= 0:  # only a bounded queue has producers to wake
+                self._wake_blocked(r)
             item = <object>p
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
             self._run_item(mb, item, slot)
@@ -880,8 +874,14 @@ cdef class Core:
             if w & CLOSED:
                 fd_event_notify_all(&self._event)
 
-    cdef void _notify_space(self) noexcept:
-        self._notify(self._space_cond)
+    cdef inline void _wake_blocked(self, Ring *r) noexcept:
+        """After taking items out of r: wake the producers waiting for room."""
+        # The fence orders the store of `taken` before the read of `blocked`;
+        # with the one in _put_blocking, either the producer sees the room or
+        # this sees the producer.
+        fd_fence()
+        if fd_load(&r.blocked) > 0:
+            self._notify(self._space_cond)
 
     cdef void _notify(self, cond) noexcept:
         with cond:
@@ -953,9 +953,7 @@ cdef class Core:
                     out.append((item, mb.master))
             PyMem_RawFree(buf)
             item = None
-            fd_fence()  # as in _run_mailbox
-            if fd_load(&r.blocked) > 0:
-                self._notify_space()
+            self._wake_blocked(r)
         self._retire_idle()
         if total:
             fd_fetch_add(&self._cancelled, total)
