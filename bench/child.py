@@ -29,7 +29,7 @@ def _maxrss_mb() -> float:
     return kb / (1 << 20) if sys.platform == "darwin" else kb / 1024
 
 
-def _fastdispatch_info(name: str) -> dict[str, Any]:
+def fastdispatch_info(name: str) -> dict[str, Any]:
     expect = peers.CONTENDERS[name].expect_impl
     if expect is None:
         return {}
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(json.dumps({"status": "skipped", "reason": why}))
         return 0
-    info = _fastdispatch_info(args.contender)
+    info = fastdispatch_info(args.contender)
     base = _maxrss_mb()
     result = repeat(lambda: scenario.run(args.contender, size), MIN_TIME[args.size], args.scenario)
     result.update(info, status="ok", base_rss_mb=base)

@@ -122,7 +122,44 @@ def _throughput_cell(cell: dict[str, Any]) -> str:
     return f"**{si(cell['value'])}** ({si(cell['value_min'])}{DASH}{si(cell['value_max'])})"
 
 
-def _targets(cells: Cells) -> str:
+def _floor_half(floor: dict[str, Any] | None, name: str, key: str) -> float | None:
+    """The bracketed ratio of the faster-loop half (bench/floor.py), or None."""
+    cell = (floor or {}).get(name, {}).get(key)
+    return cell["fast_half"] if cell and cell.get("status") == "ok" else None
+
+
+def _floor_section(floor: dict[str, Any], labels: dict[str, str]) -> str:
+    rows = []
+    for name, per_key in floor.items():
+        for key, c in per_key.items():
+            if c.get("status") != "ok":
+                rows.append([labels.get(name, name), key, c.get("reason") or "no run", "", "", ""])
+                continue
+            slow = "—"
+            if "slow_half" in c:
+                slow = f"{c['slow_half']:.3g}{TIMES} (loop {si(c['slow_loop'])})"
+            rows.append(
+                [
+                    labels.get(name, name),
+                    key,
+                    f"{c['median']:.3g}{TIMES} ({c['min']:.3g}{DASH}{c['max']:.3g}), n={c['n']}",
+                    f"**{c['fast_half']:.3g}{TIMES}** (loop {si(c['fast_loop'])})",
+                    slow,
+                    str(len(c["runs"])),
+                ]
+            )
+    header = ["contender", "scenario", "all pairs", "faster-loop half", "slower-loop half"]
+    return (
+        "\n## Ratio to the bare loop, bracketed in one process (`bench/floor.py`)\n\n"
+        "Each child runs the loop, then the contender and the loop in turn; each contender "
+        "run is divided by the mean of the two loop runs around it, a fraction of a second "
+        "apart, so both sides of a ratio see the same host. The halves split the pairs by "
+        "that loop speed; the faster half is the stricter reading of the floor.\n\n"
+        + _table([*header, "children"], rows)
+    )
+
+
+def _targets(cells: Cells, floor: dict[str, Any] | None = None) -> str:
     def r(name: str, base: str, key: str) -> float | None:
         return ratio(cells, name, base, key)
 
@@ -143,6 +180,22 @@ def _targets(cells: Cells) -> str:
         (f"S1 compiled ≥ 10{x} executor recipe", lambda n: r(n, EXECUTOR, "S1"), 10, True, x, True),
         (f"S1 pure ≥ 2{x} executor recipe", lambda n: r(PURE, EXECUTOR, "S1"), 2, True, x, False),
         (f"S2 compiled ≥ 0.25{x} bare loop", lambda n: r(n, LOOP, "S2"), 0.25, True, x, True),
+        (
+            f"S1 compiled ≥ 0.25{x} bare loop, bracketed, faster-loop half",
+            lambda n: _floor_half(floor, n, "S1"),
+            0.25,
+            True,
+            x,
+            True,
+        ),
+        (
+            f"S2 compiled ≥ 0.25{x} bare loop, bracketed, faster-loop half",
+            lambda n: _floor_half(floor, n, "S2"),
+            0.25,
+            True,
+            x,
+            True,
+        ),
         ("S3 compiled peak RSS ≤ 300 MB", rss, 300, False, " MB", True),
         (f"S3 compiled ≥ 10{x} executor recipe", lambda n: r(n, EXECUTOR, "S3"), 10, True, x, True),
         (f"S6 compiled ≥ 5{x} executor recipe", lambda n: r(n, EXECUTOR, "S6"), 5, True, x, True),
@@ -241,8 +294,11 @@ def markdown(results: dict[str, Any]) -> str:
                 )
             rows.append(row)
         out += ["\n## I/O efficiency (S4) and latency (S5)\n\n", _table(header, rows)]
+    floor = results.get("floor")
+    if floor:
+        out.append(_floor_section(floor, results["labels"]))
     if COMPILED in cells:
-        out += ["\n## Targets from issue 2\n\n", _targets(cells)]
+        out += ["\n## Targets from issue 2\n\n", _targets(cells, floor)]
     if notes.reasons:
         out += ["\n## Cells without a number\n\n", notes.markdown()]
     partial = [

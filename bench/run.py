@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+import floor
 import peers
 import report
 import scenarios
@@ -36,6 +37,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_TIMEOUT = {"full": 90.0, "quick": 30.0, "tiny": 30.0}
 DEFAULT_ROUNDS = {"full": 5, "quick": 2, "tiny": 1}
+#: Contender runs per bracketed child (bench/floor.py), each between two loop runs.
+FLOOR_PAIRS = {"full": 8, "quick": 4, "tiny": 1}
+#: The contenders judged against the floor (issue 2: the compiled core).
+FLOOR_CONTENDERS = ("fd-cython", "fd-cython-many")
 
 
 def child_env(contender: str) -> dict[str, str]:
@@ -71,9 +76,11 @@ def preflight(contender: str) -> str | None:
     return None
 
 
-def run_child(contender: str, scenario: str, size: str, timeout: float) -> dict[str, Any]:
+def run_child(
+    contender: str, scenario: str, size: str, timeout: float, script: str = "child.py", *extra: str
+) -> dict[str, Any]:
     """One measurement in a fresh process; failures become a status, never an exception."""
-    cmd = [sys.executable, str(BENCH / "child.py"), contender, scenario, size]
+    cmd = [sys.executable, str(BENCH / script), contender, scenario, size, *extra]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -215,6 +222,38 @@ def run_micro(out: Path, fast: bool, tiny: bool, timeout: float) -> dict[str, An
     return result
 
 
+def run_floor(
+    names: list[str],
+    keys: list[str],
+    size: str,
+    rounds: int,
+    timeout: float,
+    unavailable: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """Bracketed floor ratios (bench/floor.py): ``rounds`` children per cell, pooled."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in FLOOR_CONTENDERS:
+        if n in names and n in unavailable:
+            out[n] = {k: {"status": "unavailable", "reason": unavailable[n]} for k in keys}
+    cells = [(n, k) for n in FLOOR_CONTENDERS if n in names and n not in out for k in keys]
+    pairs = str(FLOOR_PAIRS[size])
+    with tqdm(total=len(cells) * rounds, desc="floor", unit="run", file=sys.stderr) as bar:
+        for _ in range(rounds):
+            for name, key in cells:
+                r = run_child(name, key, size, timeout, "floor.py", "--pairs", pairs)
+                out.setdefault(name, {}).setdefault(key, {"runs": []})["runs"].append(r)
+                bar.update()
+    for name, key in cells:
+        cell = out[name][key]
+        ok = [r for r in cell["runs"] if r.get("status") == "ok"]
+        ratios = [x for r in ok for x in r["ratios"]]
+        means = [x for r in ok for x in floor.loop_means(r)]
+        cell.update(floor.summarise(ratios, means))
+        if not ok:
+            cell["reason"] = cell["runs"][0].get("reason", "")
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced sizes (a few minutes)")
@@ -222,8 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--scenario",
         action="append",
-        choices=[*scenarios.SCENARIOS, "micro"],
-        help="run just this scenario (repeatable; 'micro' = the pyperf benchmarks)",
+        choices=[*scenarios.SCENARIOS, "micro", "floor"],
+        help=(
+            "run just this scenario (repeatable; 'micro' = the pyperf benchmarks, "
+            "'floor' = S1/S2 bracketed against the loop in one process, bench/floor.py)"
+        ),
     )
     ap.add_argument(
         "--contender",
@@ -274,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_outputs(results, args)
         return 0
-    selected = args.scenario or [*scenarios.SCENARIOS, "micro"]
+    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor"]
     keys = [k for k in scenarios.SCENARIOS if k in selected]
     names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -308,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(r)
             bar.update()
 
+    floor_results = None
+    if "floor" in selected:
+        fkeys = [k for k in keys if k in floor.FLOOR_SCENARIOS] or list(floor.FLOOR_SCENARIOS)
+        floor_results = run_floor(names, fkeys, args.size, args.rounds, args.timeout, unavailable)
+
     micro = None
     if "micro" in selected:
         print("running pyperf micro-benchmarks ...", file=sys.stderr)
@@ -337,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "cells": {n: {k: summarise(cells[n][k]) for k in keys} for n in names},
         "micro": micro,
+        "floor": floor_results,
         "runs": runs,
     }
     write_outputs(results, args)

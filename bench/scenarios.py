@@ -66,14 +66,14 @@ def noop(work: Any) -> None:
     """The no-op handler of S1, S2, S3 and S6."""
 
 
-def _round_robin(masters: int, per_master: int) -> list[tuple[int, int]]:
+def round_robin(masters: int, per_master: int) -> list[tuple[int, int]]:
     # One shared (work, master) tuple per master: the list costs 8 bytes per
     # item, so peak RSS measures the contender, not the input.
     pool = [(m, m) for m in range(masters)]
     return pool * per_master  # item i goes to master i % masters
 
 
-def _timed_produce(c: peers.Contender, pairs: Any) -> float:
+def timed_produce(c: peers.Contender, pairs: Any) -> float:
     t0 = time.perf_counter()
     c.produce(pairs)
     c.finish()
@@ -86,9 +86,9 @@ def _throughput(items: int, elapsed: float, **extra: Any) -> dict[str, Any]:
 
 def run_fanout(name: str, size: Size) -> dict[str, Any]:
     """S1 / S2: one producer, ``masters`` x ``per_master`` items, no-op handler."""
-    pairs = _round_robin(size.masters, size.per_master)
+    pairs = round_robin(size.masters, size.per_master)
     c = peers.make(name, noop, size.max_workers)
-    return _throughput(len(pairs), _timed_produce(c, pairs))
+    return _throughput(len(pairs), timed_produce(c, pairs))
 
 
 def run_churn(name: str, size: Size) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def run_churn(name: str, size: Size) -> dict[str, Any]:
     c = peers.make(name, noop, size.max_workers)
     n = size.masters
     # Generated on the fly: a million distinct masters in a list would dominate RSS.
-    return _throughput(n, _timed_produce(c, zip(range(n), range(n), strict=True)))
+    return _throughput(n, timed_produce(c, zip(range(n), range(n), strict=True)))
 
 
 def _measure_sleep(delay: float, n: int = 50) -> float:
@@ -122,9 +122,9 @@ def run_io(name: str, size: Size) -> dict[str, Any]:
     actual = _measure_sleep(delay)
     workers = size.max_workers or 1
     ideal = max(size.per_master, size.items / workers) * actual
-    pairs = _round_robin(size.masters, size.per_master)
+    pairs = round_robin(size.masters, size.per_master)
     c = peers.make(name, sleeper, size.max_workers)
-    elapsed = _timed_produce(c, pairs)
+    elapsed = timed_produce(c, pairs)
     return _throughput(
         size.items, elapsed, ideal_s=ideal, efficiency=ideal / elapsed, sleep_actual_s=actual
     )

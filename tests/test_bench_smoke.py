@@ -93,6 +93,18 @@ def test_runner_tiny_end_to_end(tmp_path: Path) -> None:
     assert cells["loop"]["S5"]["p99_us"] >= cells["loop"]["S5"]["p50_us"] > 0
     assert cells["executor"]["S4"]["efficiency"] > 0
 
+    floor = results["floor"]
+    if _compiled_available():
+        for key in ("S1", "S2"):
+            cell = floor["fd-cython"][key]
+            assert cell["status"] == "ok", cell
+            assert cell["n"] == 1 and cell["median"] > 0
+            (run,) = cell["runs"]
+            assert len(run["loop"]) == len(run["value"]) + 1
+        assert "bracketed in one process" in proc.stdout
+    else:
+        assert floor["fd-cython"]["S1"]["status"] == "unavailable", floor
+
     micro = results["micro"]
     assert "dispatch_many" in micro["python"], micro
     if _compiled_available():
@@ -208,3 +220,23 @@ def test_ratios_pair_the_contenders_of_each_round() -> None:
     assert report.ratio(cells, "a", "old", "S1") == 4.0 / 6.0  # no rounds: medians
     assert report.ratio(cells, "a", "missing", "S1") is None
     assert report._ratio_cell(cells, "a", "b", "S1") == f"0.5{report.TIMES} (0.5{report.DASH}0.5)"
+
+
+def test_floor_brackets_each_run_between_two_loop_runs() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import floor
+    finally:
+        sys.path.remove(str(BENCH))
+    # The host slows down for the middle run: bracketing sees 0.25 throughout.
+    run = {"loop": [20.0, 20.0, 10.0, 10.0, 20.0], "value": [5.0, 3.75, 2.5, 3.75]}
+    means = floor.loop_means(run)
+    assert means == [20.0, 15.0, 10.0, 15.0]
+    ratios = [v / m for v, m in zip(run["value"], means, strict=True)]
+    s = floor.summarise(ratios, means)
+    assert s["median"] == s["fast_half"] == s["slow_half"] == 0.25
+    assert (s["fast_loop"], s["slow_loop"]) == (17.5, 12.5)
+    # The halves split by loop speed, not by position.
+    s = floor.summarise([0.2, 0.3, 0.2, 0.3], [30.0, 10.0, 30.0, 10.0])
+    assert (s["fast_half"], s["slow_half"], s["n"]) == (0.2, 0.3, 4)
+    assert floor.summarise([], []) == {"status": "missing"}

@@ -58,7 +58,6 @@ def test_order_per_master_many_producers(make: Any) -> None:
     assert d.stats().completed == producers * masters_each * items
 
 
-
 def test_one_master_shared_by_many_producers(make: Any) -> None:
     # Producers race for places in one master's queue while its worker drains
     # it: the compiled core's chunks (4, 8, ... 1,024 places) fill, link and
@@ -84,6 +83,7 @@ def test_one_master_shared_by_many_producers(make: Any) -> None:
         assert [i for q, i in seen if q == p] == list(range(items)), p
     s = d.stats()
     assert (s.dispatched, s.completed, s.pending, s.running) == (producers * items,) * 2 + (0, 0)
+
 
 def test_order_follows_return_order_of_dispatch_across_producers(make: Any) -> None:
     """Several producers share masters; the order their dispatch calls
