@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -53,15 +54,15 @@ def bracket(name: str, key: str, size_name: str, n_pairs: int) -> dict[str, Any]
     for _ in range(n_pairs):
         value.append(_one(name, size, pairs))
         loop.append(_one("loop", size, pairs))
-    ratios = [v / ((loop[i] + loop[i + 1]) / 2) for i, v in enumerate(value)]
+    ratios = [v / m for v, m in zip(value, loop_means(loop), strict=True)]
     return {"loop": loop, "value": value, "ratios": ratios}
 
 
 def summarise(ratios: list[float], loop_means: list[float]) -> dict[str, Any]:
     """Median and range of the ratios, and the medians of the halves by loop speed.
 
-    The faster-loop half is the fair reading of "a fraction of the bare loop":
-    it holds the pairs measured while the host gave this VM a whole core.
+    The faster-loop half is the stricter reading of "a fraction of the bare
+    loop": the loop gains more from a fast spell of the host than a dispatcher.
     """
     if not ratios:
         return {"status": "missing"}
@@ -83,10 +84,10 @@ def summarise(ratios: list[float], loop_means: list[float]) -> dict[str, Any]:
     return out
 
 
-def loop_means(run: dict[str, Any]) -> list[float]:
-    """The loop speed each ratio of one bracketed run was taken against."""
-    loop = run["loop"]
-    return [(loop[i] + loop[i + 1]) / 2 for i in range(len(run["value"]))]
+def loop_means(loop: list[float]) -> list[float]:
+    """The loop speed each ratio of a bracketed run is taken against: the mean
+    of the loop runs just before and just after each contender run."""
+    return [(a + b) / 2 for a, b in itertools.pairwise(loop)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,7 +247,7 @@ def run_floor(
         cell = out[name][key]
         ok = [r for r in cell["runs"] if r.get("status") == "ok"]
         ratios = [x for r in ok for x in r["ratios"]]
-        means = [x for r in ok for x in floor.loop_means(r)]
+        means = [x for r in ok for x in floor.loop_means(r["loop"])]
         cell.update(floor.summarise(ratios, means))
         if not ok:
             cell["reason"] = cell["runs"][0].get("reason", "")
