@@ -215,7 +215,7 @@ cdef inline void ring_push(Ring *r, Chunk *c, int64_t seq, PyObject *item) noexc
             if fd_cas_ptr(<void **>&c.next, &expected, fresh):
                 n = fresh
             else:
-                PyMem_RawFree(fresh)
+                chunk_free(fresh)
                 n = <Chunk *>expected
         # Move the tail on past every chunk walked through (whoever wins),
         # before publishing: a chunk the consumer has left is never the tail
