@@ -24,12 +24,10 @@ import pytest
 
 import fastdispatch
 from fastdispatch._env import env_flag
+from helpers import WAIT
 
 CORE_MODULES = {"cython": "fastdispatch._core_c", "python": "fastdispatch._core_py"}
 
-#: Seconds to wait for anything that should happen promptly; generous so a
-#: loaded CI machine does not flake, small enough that a hang fails fast.
-WAIT = 10.0
 
 
 def load_core(name: str) -> ModuleType:

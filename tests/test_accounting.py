@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from fastdispatch import DispatcherStats
-from semhelpers import WAIT, Blocker, assert_identity, threads_named, wait_ok
+from helpers import WAIT, Blocker, assert_identity, threads_named, wait_ok
 
 
 def test_stats_is_a_dispatcher_stats(make: Any) -> None:
@@ -148,7 +148,7 @@ def test_workers_stat_matches_threads(make: Any) -> None:
 
 
 def test_counters_are_exact_under_concurrency(make: Any) -> None:
-    from semhelpers import Call
+    from helpers import Call
 
     d = make(lambda w: None if w % 7 else 1 / 0, max_workers=3, on_error=lambda e, w, m: None)
 

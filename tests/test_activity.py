@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from semhelpers import WAIT, Blocker, Recorder, threads_named, wait_ok
+from helpers import WAIT, Blocker, Recorder, threads_named, wait_ok
 
 # -- 8. memory follows activity -------------------------------------------------
 

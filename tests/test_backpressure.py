@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fastdispatch import QueueFull
-from semhelpers import WAIT, Call, Recorder, until, wait_ok
+from helpers import WAIT, Call, Recorder, until, wait_ok
 
 
 def held(make: Any, capacity: int, **options: Any) -> tuple[Any, Recorder, threading.Event]:

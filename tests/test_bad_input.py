@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from semhelpers import WAIT, wait_ok
+from helpers import WAIT, wait_ok
 
 UNHASHABLE = ["unhashable-master", 1]
 

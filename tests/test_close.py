@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fastdispatch import DispatcherClosed
-from semhelpers import (
+from helpers import (
     WAIT,
     Call,
     Recorder,

@@ -63,9 +63,8 @@ from typing import Any
 import pytest
 
 from fastdispatch import DispatcherClosed, QueueFull
-from semhelpers import Blocker
+from helpers import WAIT, Blocker
 
-WAIT = 10.0
 #: "At once": far below any timeout a blocking call could be waiting on.
 AT_ONCE = 2.0
 

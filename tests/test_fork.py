@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fastdispatch import DispatcherClosed
-from semhelpers import WAIT, Recorder, wait_ok
+from helpers import WAIT, Recorder, wait_ok
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import fastdispatch
-from semhelpers import WAIT, wait_ok
+from helpers import WAIT, wait_ok
 
 
 class GoHandler:

@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 
 from fastdispatch import DispatcherClosed, QueueFull
+from helpers import WAIT
 
 FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
-WAIT = 10.0
 ROUNDS = 1000
 
 pytestmark = pytest.mark.skipif(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from semhelpers import WAIT, Call, Recorder, threads_named, wait_ok
+from helpers import WAIT, Call, Recorder, threads_named, wait_ok
 
 # -- 1. order -----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Helpers of the semantic tests: a recording handler, threads with results."""
+"""Helpers shared by the test suite: the one WAIT, recording handlers, threads with results."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+#: Seconds to wait for anything that should happen promptly; generous so a
+#: loaded CI machine does not flake, small enough that a hang fails fast.
 WAIT = 10.0
 
 
