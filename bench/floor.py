@@ -32,7 +32,7 @@ import peers
 import scenarios
 from child import fastdispatch_info
 
-#: The scenarios whose floor target is judged this way (issue 2: S1, S2).
+#: The scenarios whose floor target is judged this way (S1, S2).
 FLOOR_SCENARIOS = ("S1", "S2")
 
 

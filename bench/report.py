@@ -217,7 +217,7 @@ def _targets(cells: Cells, floor: dict[str, Any] | None = None) -> str:
                 judge(measure(MANY), bound, at_least, unit) if many else "—",
             ]
         )
-    return _table(["target (issue 2)", "fastdispatch `dispatch`", "with `dispatch_many`"], rows)
+    return _table(["target", "fastdispatch `dispatch`", "with `dispatch_many`"], rows)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -298,7 +298,7 @@ def markdown(results: dict[str, Any]) -> str:
     if floor:
         out.append(_floor_section(floor, results["labels"]))
     if COMPILED in cells:
-        out += ["\n## Targets from issue 2\n\n", _targets(cells, floor)]
+        out += ["\n## Targets\n\n", _targets(cells, floor)]
     if notes.reasons:
         out += ["\n## Cells without a number\n\n", notes.markdown()]
     partial = [

@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT = {"full": 90.0, "quick": 30.0, "tiny": 30.0}
 DEFAULT_ROUNDS = {"full": 5, "quick": 2, "tiny": 1}
 #: Contender runs per bracketed child (bench/floor.py), each between two loop runs.
 FLOOR_PAIRS = {"full": 8, "quick": 4, "tiny": 1}
-#: The contenders judged against the floor (issue 2: the compiled core).
+#: The contenders judged against the floor (the compiled core).
 FLOOR_CONTENDERS = ("fd-cython", "fd-cython-many")
 
 

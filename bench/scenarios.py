@@ -1,4 +1,4 @@
-"""Scenarios S1-S6 of DESIGN.md: sizes, feasibility limits and the measurement.
+"""The benchmark scenarios S1-S6 (bench/README.md): sizes, feasibility limits and the measurement.
 
 A scenario runs one contender once, in the current process, and returns its
 metrics. Timing starts at the first dispatch and stops when every item has

@@ -9,8 +9,7 @@
 #       (setuptools' build/ and cythonize's _core_c.c), so pass a scratch copy, not a working tree
 #       that another build owns.
 #
-# The interpreter: $FT_PYTHON if set, else whatever ../shared/tools/build-python-freethreaded.sh
-# (relative to the repository root) prints; that script is idempotent, so it only builds once.
+# The interpreter: $FT_PYTHON, required: a free-threaded CPython (3.13t+, `--disable-gil`).
 # Cython publishes no 3.13t binary wheel: pip's isolated build picks the pure-Python
 # `py3-none-any` wheel, which compiles more slowly but produces the same C.
 #
@@ -26,9 +25,8 @@ venv=${1:?usage: scripts/ft_env.sh VENV [SRC]}
 src=${2:-$root}
 
 if [[ -z ${FT_PYTHON:-} ]]; then
-  builder=$root/../shared/tools/build-python-freethreaded.sh
-  [[ -x $builder ]] || { echo "ft_env: $builder not found; set FT_PYTHON" >&2; exit 1; }
-  FT_PYTHON=$("$builder" | tail -n 1)
+  echo "ft_env: set FT_PYTHON to a free-threaded CPython (3.13t+, built with --disable-gil)" >&2
+  exit 2
 fi
 # Check the build itself, not the current GIL state: PYTHON_GIL=1 in the environment must not
 # make a free-threaded interpreter look like a GIL build, nor the reverse.

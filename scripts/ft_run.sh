@@ -6,8 +6,8 @@
 #   scripts/ft_run.sh            (from anywhere inside the repository)
 #
 # Environment:
-#   FT_PYTHON        a free-threaded interpreter to use instead of building/locating one with
-#                    ../shared/tools/build-python-freethreaded.sh (idempotent; ~4 min the first time)
+#   FT_PYTHON        required: a free-threaded CPython interpreter (3.13t+, built with
+#                    --disable-gil)
 #   FT_WORKDIR       scratch directory (default: a new mktemp -d, removed on exit)
 #   FT_STEP_TIMEOUT  hard limit in seconds for each pytest run (default 1800): a deadlock in
 #                    nogil code can outlive pytest-timeout's per-test alarm, CI must still end
@@ -32,9 +32,8 @@ else
 fi
 
 if [[ -z ${FT_PYTHON:-} ]]; then
-  builder=$root/../shared/tools/build-python-freethreaded.sh
-  [[ -x $builder ]] || { echo "ft_run: $builder not found; set FT_PYTHON" >&2; exit 1; }
-  FT_PYTHON=$("$builder" | tail -n 1)
+  echo "ft_run: set FT_PYTHON to a free-threaded CPython (3.13t+, built with --disable-gil)" >&2
+  exit 2
 fi
 export FT_PYTHON
 

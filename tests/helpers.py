@@ -120,7 +120,7 @@ def join_threads(prefix: str, timeout: float = WAIT) -> None:
 
 
 def assert_identity(stats: Any) -> None:
-    """The accounting identity of DESIGN.md, at a quiet moment."""
+    """The accounting identity (docs/design.md), at a quiet moment."""
     assert stats.dispatched == (
         stats.completed + stats.failed + stats.cancelled + stats.pending + stats.running
     ), stats

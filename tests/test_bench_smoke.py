@@ -73,7 +73,7 @@ def test_runner_tiny_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     assert "| contender |" in proc.stdout
-    assert "## Targets from issue 2" in proc.stdout
+    assert "## Targets" in proc.stdout
     assert (out / "results.md").read_text() + "\n" == proc.stdout
     assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "results.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import select
@@ -28,6 +29,9 @@ def fork_and_report(child: Any, timeout: float = WAIT) -> dict[str, Any]:
         pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0
+        # A child that hangs prints where it hangs (to the captured stderr) before
+        # the parent gives up on it, so a failure says more than "hung".
+        faulthandler.dump_traceback_later(timeout * 0.8, exit=True)
         try:
             os.close(r)
             payload = json.dumps(child()).encode()

@@ -22,7 +22,7 @@ Invariants checked after every round:
   in dispatch order, and every handled item precedes every returned one;
 * mutual exclusion: no master ever ran on two workers at once;
 * futures and ``on_error`` agree with what the handler did;
-* the accounting identity of DESIGN.md, with every counter equal to what the
+* the accounting identity (docs/design.md), with every counter equal to what the
   producers observed, and ``pending == running == active_masters ==
   workers == 0`` after ``close``;
 * exceptions are the documented ones: ``QueueFull`` only with a capacity and
