@@ -29,7 +29,6 @@ from helpers import WAIT
 CORE_MODULES = {"cython": "fastdispatch._core_c", "python": "fastdispatch._core_py"}
 
 
-
 def load_core(name: str) -> ModuleType:
     """Import the core called *name*, failing (not skipping) a broken build."""
     if name == "cython":

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fastdispatch import QueueFull
 from helpers import WAIT, wait_ok
 
 UNHASHABLE = ["unhashable-master", 1]
@@ -261,3 +262,45 @@ def test_cores_agree_on_edge_pairs(pair: Any) -> None:
 
     c, py = load_core("cython"), load_core("python")
     assert _outcome(c, pair) == _outcome(py, pair)
+
+
+# The interpreter words arity errors itself (differently for a compiled and a
+# Python function); every message fastdispatch writes must read the same.
+ARITY = {"dispatch-positional-block", "dispatch-missing-master"}
+WORDED = [c for c in CALLS if c[0] not in ARITY] + [
+    ("many-bad-pair", lambda d: d.dispatch_many([("w", "m"), 42]), TypeError),
+    ("many-3-tuple", lambda d: d.dispatch_many([("w", "m", "x")]), TypeError),
+    ("many-unhashable", lambda d: d.dispatch_many([("w", UNHASHABLE)]), TypeError),
+    ("full-no-block", lambda d: d.dispatch("w", "busy", block=False), QueueFull),
+    ("full-timeout", lambda d: d.dispatch("w", "busy", timeout=0.001), QueueFull),
+    ("full-submit", lambda d: d.submit("w", "busy", block=False), QueueFull),
+]
+
+
+def _message(core_name: str, call: Callable[[Any], Any]) -> tuple[str, str]:
+    from conftest import load_core
+    from fastdispatch._dispatcher import Dispatcher as Base
+
+    cls = type("Dispatcher", (Base,), {"_Core": load_core(core_name).Core})
+    gate = threading.Event()
+    d = cls(lambda w: gate.wait(WAIT), capacity=1, max_workers=1)
+    try:
+        # capacity counts queued items: the second dispatch waits until the
+        # worker has taken "running" (held by the gate), so "busy" is now full.
+        d.dispatch("running", "busy")
+        d.dispatch("queued", "busy")
+        try:
+            call(d)
+        except BaseException as exc:
+            return type(exc).__name__, str(exc)
+        return "no error", ""
+    finally:
+        gate.set()
+        d.close()
+
+
+@pytest.mark.parametrize("call", [c[1] for c in WORDED], ids=[c[0] for c in WORDED])
+def test_both_cores_word_each_error_alike(call: Callable[[Any], Any]) -> None:
+    compiled, pure = _message("cython", call), _message("python", call)
+    assert compiled == pure
+    assert compiled[0] != "no error"

@@ -41,7 +41,8 @@ import threading
 import time
 from concurrent.futures import Future
 
-from fastdispatch._errors import DispatcherClosed, QueueFull
+from fastdispatch import _errors as errors
+from fastdispatch._errors import DispatcherClosed
 
 
 cdef extern from "_atomic.h" nogil:
@@ -420,13 +421,12 @@ cdef double _parse_timeout(object timeout) except -2.0:
     if timeout is None:
         return -1.0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+        raise errors.bad_timeout(timeout)
     cdef double t = timeout
     if t != t:
-        raise ValueError("timeout must be a number of seconds, not NaN")
+        raise errors.nan_timeout()
     if t < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        raise errors.negative_timeout(timeout)
     if t == float("inf"):
         return -1.0
     return t
@@ -434,7 +434,7 @@ cdef double _parse_timeout(object timeout) except -2.0:
 
 cdef inline int _check_block(object block) except -1:
     if block is not True and block is not False:
-        raise TypeError(f"block must be a bool, not {type(block).__name__}")
+        raise errors.bad_block(block)
     return 0
 
 
@@ -650,12 +650,9 @@ cdef class Core:
                     return 0
                 continue
             if not block:
-                raise QueueFull(
-                    f"queue of master {master!r} is full (capacity {self._capacity})")
+                raise errors.queue_full(master, self._capacity)
             if threading.get_ident() in self._worker_idents:
-                raise QueueFull(
-                    f"queue of master {master!r} is full (capacity {self._capacity}) and "
-                    "the caller is one of this dispatcher's workers: waiting would deadlock")
+                raise errors.queue_full(master, self._capacity, "worker")
             return self._put_blocking(item, master, deadline)
 
     cdef int _put_blocking(self, object item, object master, double deadline) except -1:
@@ -684,9 +681,7 @@ cdef class Core:
                     else:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            raise QueueFull(
-                                f"queue of master {master!r} is full (capacity "
-                                f"{self._capacity}); timed out waiting for room")
+                            raise errors.queue_full(master, self._capacity, "timeout")
                         cond.wait(remaining)
                 finally:
                     fd_fetch_add(&mb.r.blocked, -1)
@@ -1068,18 +1063,16 @@ cdef int _raise_unhashable(object master) except -1:
     exc = <object>p
     Py_XDECREF(p)
     if isinstance(exc, TypeError):
-        raise TypeError(
-            f"master must be hashable, got {master!r} ({type(master).__name__}): {exc}"
-        ) from exc
+        raise errors.unhashable_master(master, exc) from exc
     raise exc
 
 
 def _unpack_pair(pair):
     # A two-character string would unpack, but is never meant as a pair.
     if isinstance(pair, (str, bytes, bytearray)):
-        raise TypeError(f"dispatch_many expects (work, master) pairs, got {pair!r}")
+        raise errors.bad_pair(pair)
     try:
         work, master = pair
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"dispatch_many expects (work, master) pairs, got {pair!r}") from exc
+        raise errors.bad_pair(pair) from exc
     return work, master

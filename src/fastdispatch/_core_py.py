@@ -25,7 +25,8 @@ from contextlib import suppress
 from time import monotonic
 from typing import Any, NamedTuple, cast
 
-from ._errors import DispatcherClosed, QueueFull
+from . import _errors as errors
+from ._errors import DispatcherClosed
 
 __all__ = ["BATCH", "Core"]
 
@@ -102,7 +103,7 @@ def _report_unraisable(exc: BaseException, err_msg: str, obj: object) -> None:
             stream = sys.stderr
             if stream is None:
                 return
-            stream.write(f"{err_msg}: {_safe_repr(obj)}\n")
+            stream.write(f"{err_msg}: {errors.describe(obj)}\n")
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
             stream.flush()
         else:
@@ -111,25 +112,9 @@ def _report_unraisable(exc: BaseException, err_msg: str, obj: object) -> None:
         pass  # the reporter of last resort must not raise
 
 
-def _safe_repr(obj: object) -> str:
-    try:
-        return repr(obj)
-    except BaseException:
-        return f"<{type(obj).__name__} object (repr failed)>"
-
-
-def _unhashable(master: object, exc: TypeError) -> TypeError:
-    error = TypeError(
-        f"master must be hashable, got {_safe_repr(master)} "
-        f"(unhashable type {type(master).__name__!r})"
-    )
-    error.__cause__ = exc
-    return error
-
-
 def _check_block(block: object) -> None:
     if block.__class__ is not bool:
-        raise TypeError(f"block must be a bool, got {_safe_repr(block)}")
+        raise errors.bad_block(block)
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -137,11 +122,11 @@ def _check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
     if timeout.__class__ is bool or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be None or a number of seconds, got {_safe_repr(timeout)}")
+        raise errors.bad_timeout(timeout)
     if timeout != timeout:
-        raise ValueError("timeout must not be NaN")
+        raise errors.nan_timeout()
     if timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        raise errors.negative_timeout(timeout)
     if timeout >= threading.TIMEOUT_MAX:
         # inf, or so long that the platform cannot wait for it: no timeout.
         return None
@@ -158,7 +143,7 @@ def _pair(pair: object) -> tuple[Any, Hashable]:
         and len(pair) == 2
     ):
         return pair[0], pair[1]
-    raise TypeError(f"dispatch_many() expects (work, master) pairs, got {_safe_repr(pair)}")
+    raise errors.bad_pair(pair)
 
 
 class Core:
@@ -224,7 +209,7 @@ class Core:
             try:
                 mb = self._masters.get(master)
             except TypeError as exc:
-                raise _unhashable(master, exc) from exc
+                raise errors.unhashable_master(master, exc) from exc
             if mb is not None:
                 # Active master: its mailbox is already scheduled, just append.
                 if self._capacity is None or len(mb) < self._capacity:
@@ -324,7 +309,7 @@ class Core:
         try:
             mb = self._masters.get(master)
         except TypeError as exc:
-            raise _unhashable(master, exc) from exc
+            raise errors.unhashable_master(master, exc) from exc
         if mb is not None and self._capacity is not None and len(mb) >= self._capacity:
             mb = self._wait_for_space(mb, master, block, deadline)
         if mb is not None:
@@ -356,12 +341,9 @@ class Core:
         capacity = self._capacity
         assert capacity is not None
         if not block:
-            raise QueueFull(f"queue of master {_safe_repr(master)} is full ({capacity} items)")
+            raise errors.queue_full(master, capacity)
         if _get_ident() in self._worker_ids:
-            raise QueueFull(
-                f"queue of master {_safe_repr(master)} is full ({capacity} items) and the caller "
-                "is a worker of this dispatcher: waiting for room would deadlock"
-            )
+            raise errors.queue_full(master, capacity, "worker")
         while True:
             key = id(mb)
             waiting = self._blocked.get(key)
@@ -374,10 +356,7 @@ class Core:
                 else:
                     remaining = deadline - monotonic()
                     if remaining <= 0:
-                        raise QueueFull(
-                            f"queue of master {_safe_repr(master)} is still full "
-                            f"({capacity} items) after the timeout"
-                        )
+                        raise errors.queue_full(master, capacity, "timeout")
                     waiting.space.wait(remaining)
             finally:
                 waiting.count -= 1
@@ -734,7 +713,7 @@ class Core:
             try:
                 mb = self._masters.get(master)
             except TypeError as exc:
-                raise _unhashable(master, exc) from exc
+                raise errors.unhashable_master(master, exc) from exc
             return 0 if mb is None else len(mb)
 
     def stats(self) -> tuple[int, int, int, int, int, int, int, int]:
