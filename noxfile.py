@@ -1,8 +1,12 @@
-"""nox sessions: the test suite on every CPython here, and the wheel check.
+"""nox sessions: every check the project runs; .ci/run calls them.
 
     nox -s tests            # CPython 3.10-3.13 (pyenv), both cores each
     nox -s tests-3.12       # one version
     nox -s wheel_check      # scripts/check_wheel.py (build, auditwheel, installed-wheel tests)
+    nox -s lint             # ruff, cython-lint, mypy (pinned versions)
+    nox -s stress           # the long stress runs, both cores
+    nox -s freethreaded     # FT_PYTHON=... : suite + stress on 3.13t
+    nox -s sanitizers       # the suite under ASan + UBSan
 
 Interpreters come from pyenv when it has them (``$(pyenv root)/versions/3.X.Y``, the newest
 patch release of each), otherwise from PATH. A missing interpreter is an error, not a skip:
@@ -100,3 +104,61 @@ def tests(session: nox.Session) -> None:
 def wheel_check(session: nox.Session) -> None:
     """Build, repair and test the wheels from a clean clone (scripts/check_wheel.py)."""
     session.run(sys.executable, str(ROOT / "scripts" / "check_wheel.py"), *session.posargs)
+
+
+# Tool versions are pinned: a new ruff or mypy release must not fail a run of unchanged code.
+LINT_TOOLS = ["ruff==0.17.6", "cython-lint==0.22.1", "pycodestyle==2.15.0", "mypy==2.4.1"]
+LINTED = ["src", "tests", "bench", "scripts", "examples", "noxfile.py", "setup.py"]
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (check and format), cython-lint on the .pyx files, mypy on src/."""
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+    session.run("cython-lint", *sorted(str(p) for p in ROOT.glob("src/**/*.pyx")))
+    session.run("mypy", "src")
+
+
+@nox.session(python="3.11")
+def stress(session: nox.Session) -> None:
+    """The long randomised stress runs on both cores (FASTDISPATCH_STRESS_SECONDS, default 60)."""
+    session.env["PYTHONPATH"] = None
+    session.install(".[test]", env={"FASTDISPATCH_REQUIRE_EXTENSIONS": "1"})
+    _assert_installed(session)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-m",
+        "stress",
+        *session.posargs,
+        env={
+            "FASTDISPATCH_REQUIRE_EXTENSIONS": "1",
+            "FASTDISPATCH_STRESS_SECONDS": os.environ.get("FASTDISPATCH_STRESS_SECONDS", "60"),
+        },
+    )
+
+
+@nox.session(venv_backend="none")
+def freethreaded(session: nox.Session) -> None:
+    """The whole suite and the stress run on free-threaded CPython (needs FT_PYTHON)."""
+    if not os.environ.get("FT_PYTHON"):
+        session.error("set FT_PYTHON to a free-threaded CPython (3.13t+, built with --disable-gil)")
+    session.run("bash", str(ROOT / "scripts" / "ft_run.sh"), external=True)
+
+
+@nox.session(venv_backend="none")
+def sanitizers(session: nox.Session) -> None:
+    """The suite under ASan + UBSan (scripts/sanitize_asan.sh) with this interpreter."""
+    session.run(
+        "bash",
+        str(ROOT / "scripts" / "sanitize_asan.sh"),
+        *session.posargs,
+        env={"PYTHON": sys.executable},
+        external=True,
+    )

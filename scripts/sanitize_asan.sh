@@ -31,8 +31,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
 cc=${CC:-gcc}
-work=$(mktemp -d "${TMPDIR:-/tmp}/fastdispatch-asan.XXXXXX")
-trap 'rm -rf "$work"' EXIT
 
 libasan=$("$cc" -print-file-name=libasan.so)
 libubsan=$("$cc" -print-file-name=libubsan.so)
@@ -41,28 +39,9 @@ if [[ ! -e $libasan ]]; then
     exit 2
 fi
 
-echo "== copying the tree to $work"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard) |
-    (cd "$root" && xargs -0 cp --parents -t "$work")
-rm -f "$work"/src/fastdispatch/_core_c*.so "$work"/src/fastdispatch/_core_c.c
-
-echo "== building _core_c with -fsanitize=address,undefined"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-# The build needs Cython >= 3.1 and setuptools in $py; a venv made by `pip install .` has
-# neither (pip builds in isolation), so fetch them into the temp dir, never into $py's env.
-buildpath=
-if ! "$py" -c 'import Cython, setuptools, sys; sys.exit(tuple(map(int, Cython.__version__.split(".")[:2])) < (3, 1))' 2>/dev/null; then
-    echo "== installing Cython and setuptools for the build into $work/buildtools"
-    "$py" -m pip install -q --target "$work/buildtools" "cython>=3.1" setuptools
-    buildpath=$work/buildtools
-fi
-(
-    cd "$work"
-    CC=$cc CFLAGS="$san -g -O1" LDFLAGS="$san" FASTDISPATCH_REQUIRE_EXTENSIONS=1 PYTHONPATH="$buildpath" \
-        "$py" setup.py -q build_ext --inplace >"$work/build.log" 2>&1 ||
-        { cat "$work/build.log"; exit 1; }
-)
-so=$(ls "$work"/src/fastdispatch/_core_c*.so)
+source "$root/scripts/build_copy.sh"
+build_copy asan "$san -g -O1" "$san"
 if ! nm -D "$so" | grep -c __asan_ >/dev/null; then
     echo "sanitize_asan: $so is not instrumented" >&2
     exit 1

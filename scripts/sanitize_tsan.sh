@@ -29,8 +29,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
 cc=${CC:-gcc}
 seconds=${TSAN_STRESS_SECONDS:-20}
-work=$(mktemp -d "${TMPDIR:-/tmp}/fastdispatch-tsan.XXXXXX")
-trap 'rm -rf "$work"' EXIT
 
 libtsan=$("$cc" -print-file-name=libtsan.so)
 if [[ ! -e $libtsan ]]; then
@@ -38,28 +36,9 @@ if [[ ! -e $libtsan ]]; then
     exit 2
 fi
 
-echo "== copying the tree to $work"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard) |
-    (cd "$root" && xargs -0 cp --parents -t "$work")
-rm -f "$work"/src/fastdispatch/_core_c*.so "$work"/src/fastdispatch/_core_c.c
-
-echo "== building _core_c with -fsanitize=thread ($("$py" -c 'import sys; print(sys.version.split()[0], "GIL" if getattr(sys, "_is_gil_enabled", lambda: True)() else "free-threaded")'))"
-# The build needs Cython >= 3.1 and setuptools in $py; a venv made by `pip install .` has
-# neither (pip builds in isolation), so fetch them into the temp dir, never into $py's env.
-buildpath=
-if ! "$py" -c 'import Cython, setuptools, sys; sys.exit(tuple(map(int, Cython.__version__.split(".")[:2])) < (3, 1))' 2>/dev/null; then
-    echo "== installing Cython and setuptools for the build into $work/buildtools"
-    "$py" -m pip install -q --target "$work/buildtools" "cython>=3.1" setuptools
-    buildpath=$work/buildtools
-fi
-(
-    cd "$work"
-    CC=$cc CFLAGS="-fsanitize=thread -g -O1 -fno-omit-frame-pointer" LDFLAGS="-fsanitize=thread" \
-        FASTDISPATCH_REQUIRE_EXTENSIONS=1 PYTHONPATH="$buildpath" \
-        "$py" setup.py -q build_ext --inplace >"$work/build.log" 2>&1 ||
-        { cat "$work/build.log"; exit 1; }
-)
-so=$(ls "$work"/src/fastdispatch/_core_c*.so)
+echo "== building with -fsanitize=thread ($("$py" -c 'import sys; print(sys.version.split()[0], "GIL" if getattr(sys, "_is_gil_enabled", lambda: True)() else "free-threaded")'))"
+source "$root/scripts/build_copy.sh"
+build_copy tsan "-fsanitize=thread -g -O1 -fno-omit-frame-pointer" "-fsanitize=thread"
 if ! nm -D "$so" | grep -c __tsan_ >/dev/null; then
     echo "sanitize_tsan: $so is not instrumented" >&2
     exit 1

@@ -25,27 +25,11 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
-work=$(mktemp -d "${TMPDIR:-/tmp}/fastdispatch-valgrind.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+cc=${CC:-gcc}
 command -v valgrind >/dev/null || { echo "valgrind_memcheck: valgrind not found" >&2; exit 2; }
 
-(cd "$root" && git ls-files -z --cached --others --exclude-standard) |
-    (cd "$root" && xargs -0 cp --parents -t "$work")
-rm -f "$work"/src/fastdispatch/_core_c*.so "$work"/src/fastdispatch/_core_c.c
-# The build needs Cython >= 3.1 and setuptools in $py; a venv made by `pip install .` has
-# neither (pip builds in isolation), so fetch them into the temp dir, never into $py's env.
-buildpath=
-if ! "$py" -c 'import Cython, setuptools, sys; sys.exit(tuple(map(int, Cython.__version__.split(".")[:2])) < (3, 1))' 2>/dev/null; then
-    echo "== installing Cython and setuptools for the build into $work/buildtools"
-    "$py" -m pip install -q --target "$work/buildtools" "cython>=3.1" setuptools
-    buildpath=$work/buildtools
-fi
-(
-    cd "$work"
-    CFLAGS="-g -O1 -fno-omit-frame-pointer" FASTDISPATCH_REQUIRE_EXTENSIONS=1 PYTHONPATH="$buildpath" \
-        "$py" setup.py -q build_ext --inplace >"$work/build.log" 2>&1 ||
-        { cat "$work/build.log"; exit 1; }
-)
+source "$root/scripts/build_copy.sh"
+build_copy valgrind "-g -O1 -fno-omit-frame-pointer" ""
 
 cat >"$work/workload.py" <<'EOF'
 import gc
