@@ -39,7 +39,7 @@ from libc.stdint cimport int64_t
 
 import threading
 import time
-from concurrent.futures import Future
+from ._future import Future  # cheap to create when nobody waits on it
 
 from fastdispatch._errors import DispatcherClosed, QueueFull
 
