@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import logging
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -567,3 +569,17 @@ def test_repr(executors: Executors) -> None:
     assert "key='k'" in repr(ex.for_key("k"))
     ex.shutdown()
     assert "shut down" in repr(ex)
+
+
+# -- the README section -------------------------------------------------------------
+
+
+def test_readme_section_runs(python_in: Any) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    heading = re.search(r"^## From ThreadPoolExecutor to KeyedExecutor$", readme, re.MULTILINE)
+    assert heading, "README.md has no 'From ThreadPoolExecutor to KeyedExecutor' section"
+    block = re.search(r"^```python\n(.*?)^```", readme[heading.end() :], re.DOTALL | re.MULTILINE)
+    assert block, "the section has no python block"
+    result = python_in(block.group(1))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["6", "[1, 3]", "{'alice': 25, 'bob': 3}"]
