@@ -26,8 +26,11 @@ _T = TypeVar("_T")
 _SHUTDOWN = "cannot schedule new futures after shutdown"
 
 
-def _call(call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
-    """The dispatcher's handler: run one submitted call."""
+def _call(call: tuple[Any, ...]) -> Any:
+    """The dispatcher's handler: run one submitted call, ``(fn, args[, kwargs])``."""
+    if len(call) == 2:
+        fn, args = call
+        return fn(*args)
     fn, args, kwargs = call
     return fn(*args, **kwargs)
 
@@ -110,7 +113,7 @@ class KeyedExecutor(concurrent.futures.Executor):
         if not callable(fn):
             raise _not_callable(fn)
         try:
-            return self._submit((fn, args, kwargs), object())
+            return self._submit((fn, args, kwargs) if kwargs else (fn, args), object())
         except DispatcherClosed as exc:
             raise _closed(exc) from exc
 
@@ -128,7 +131,8 @@ class KeyedExecutor(concurrent.futures.Executor):
         if not callable(fn):
             raise _not_callable(fn)
         try:
-            return self._submit((fn, args, kwargs), key)
+            # Without keywords the empty dict is dropped: one object less per queued call.
+            return self._submit((fn, args, kwargs) if kwargs else (fn, args), key)
         except DispatcherClosed as exc:
             raise _closed(exc) from exc
         except TypeError as exc:
