@@ -479,6 +479,25 @@ def test_calls_submitted_by_calls(executors: Executors) -> None:
     assert rec.by_master["k"] == list(range(21))
 
 
+def test_calls_still_queued_at_interpreter_exit_run(python_in: Any) -> None:
+    code = """
+import threading
+from fastdispatch import KeyedExecutor
+ex = KeyedExecutor(max_workers=2)
+gate = threading.Event()
+ex.submit_keyed("k", gate.wait, 10)
+for i in range(5):
+    ex.submit_keyed("k", print, i)
+ex.submit(print, "unkeyed")
+threading.Timer(0.05, gate.set).start()  # the calls are still queued when the script ends
+"""
+    result = python_in(code)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [x for x in lines if x != "unkeyed"] == ["0", "1", "2", "3", "4"]
+    assert lines.count("unkeyed") == 1
+
+
 # -- capacity ---------------------------------------------------------------------
 
 

@@ -151,7 +151,7 @@ class KeyedExecutor(concurrent.futures.Executor):
             raise _unhashable_key(key, exc) from exc
         return _KeyView(self, key)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., _T],
         *iterables: Iterable[Any],
@@ -262,7 +262,7 @@ class _KeyView(concurrent.futures.Executor):
         """``submit_keyed(key, fn, *args, **kwargs)`` on the executor."""
         return self._executor.submit_keyed(self._key, fn, *args, **kwargs)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., _T],
         *iterables: Iterable[Any],

@@ -47,7 +47,7 @@ _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 
 
-class Future(concurrent.futures.Future[_T]):  # type: ignore[misc]
+class Future(concurrent.futures.Future[_T]):
     """A ``concurrent.futures.Future`` whose condition and lists are made on demand.
 
     Behaves exactly as the standard ``Future`` (same states, same exceptions,
@@ -70,8 +70,8 @@ class Future(concurrent.futures.Future[_T]):  # type: ignore[misc]
         self._lock = _allocate_lock()
 
     # -- the standard attribute protocol, made lazily -----------------------
-    @property  # type: ignore[override]
-    def _condition(self) -> threading.Condition:
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         cond = self._cond
         if cond is None:
             with _create_lock:
@@ -80,8 +80,8 @@ class Future(concurrent.futures.Future[_T]):  # type: ignore[misc]
                     cond = self._cond = threading.Condition(self._lock)
         return cond
 
-    @property  # type: ignore[override]
-    def _waiters(self) -> list[Any]:
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
         waiters = self._waiter_list
         if waiters is None:
             with _create_lock:
@@ -90,7 +90,7 @@ class Future(concurrent.futures.Future[_T]):  # type: ignore[misc]
                     waiters = self._waiter_list = []
         return waiters
 
-    @property  # type: ignore[override]
+    @property
     def _done_callbacks(self) -> list[Callable[[Any], object]]:
         callbacks = self._callbacks
         if callbacks is None:
@@ -162,7 +162,7 @@ class Future(concurrent.futures.Future[_T]):  # type: ignore[misc]
         with self._lock:
             return self._state in _DONE
 
-    def add_done_callback(self, fn: Callable[[Future[_T]], object]) -> None:  # type: ignore[override]
+    def add_done_callback(self, fn: Callable[[Future[_T]], object]) -> None:
         """Attach a callable called with this future when it finishes or is cancelled.
 
         Called at once (in this thread) if the future is already done; else in
