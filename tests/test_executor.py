@@ -340,16 +340,23 @@ def test_set_running_before_each_call(executors: Executors) -> None:
 
 def test_done_callbacks_run_in_the_worker(executors: Executors) -> None:
     ex = executors(thread_name_prefix="kx-cb")
-    seen = []
+    gate = executors.gate()
+    seen: list[tuple[Any, str]] = []
     done = threading.Event()
-    f = ex.submit_keyed("k", mul, 6, 7)
-    f.add_done_callback(
-        lambda fut: (seen.append((fut.result(), threading.current_thread())), done.set())
-    )
+
+    def note(fut: cf.Future[Any]) -> None:
+        seen.append((fut.result(), threading.current_thread().name))
+        done.set()
+
+    f = ex.submit_keyed("k", lambda: gate.wait(WAIT) and 42)
+    f.add_done_callback(note)  # before it completes: the completing worker runs it
+    gate.set()
     assert done.wait(WAIT)
-    result, thread = seen[0]
-    assert result == 42
-    assert thread is threading.current_thread() or thread.name.startswith("kx-cb_")
+    ((result, thread_name),) = seen
+    assert result == 42 and thread_name.startswith("kx-cb_")
+    late: list[str] = []
+    f.add_done_callback(lambda _: late.append(threading.current_thread().name))
+    assert late == [threading.current_thread().name]  # already done: runs at once, here
 
 
 def test_a_raising_done_callback_is_logged_like_the_standard_library(
