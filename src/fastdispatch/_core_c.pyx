@@ -39,9 +39,9 @@ from libc.stdint cimport int64_t
 
 import threading
 import time
-from ._future import Future  # cheap to create when nobody waits on it
 
 from fastdispatch._errors import DispatcherClosed, QueueFull
+from fastdispatch._future import Future  # cheap to create when nobody waits on it
 
 
 cdef extern from "_atomic.h" nogil:
