@@ -320,6 +320,11 @@ def markdown(results: dict[str, Any]) -> str:
         for core in ("python", "cython"):
             if core in micro:
                 out.append(f"\n{core} core:\n```\n{micro[core]}\n```\n")
+    keyed = results.get("executor")
+    if keyed:
+        from executor import markdown as executor_markdown  # bench/executor.py
+
+        out += ["\n## KeyedExecutor vs the standard library\n\n", executor_markdown(keyed)]
     return "".join(out)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+import executor
 import floor
 import peers
 import report
@@ -261,10 +262,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--scenario",
         action="append",
-        choices=[*scenarios.SCENARIOS, "micro", "floor"],
+        choices=[*scenarios.SCENARIOS, "micro", "floor", "executor"],
         help=(
             "run just this scenario (repeatable; 'micro' = the pyperf benchmarks, "
-            "'floor' = S1/S2 bracketed against the loop in one process, bench/floor.py)"
+            "'floor' = S1/S2 bracketed against the loop in one process, bench/floor.py; "
+            "'executor' = KeyedExecutor and Future vs the standard library, bench/executor.py)"
         ),
     )
     ap.add_argument(
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_outputs(results, args)
         return 0
-    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor"]
+    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor", "executor"]
     keys = [k for k in scenarios.SCENARIOS if k in selected]
     names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -360,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         print("running pyperf micro-benchmarks ...", file=sys.stderr)
         micro = run_micro(args.out, args.size == "quick", args.size == "tiny", 30 * args.timeout)
 
+    executor_results = None
+    if "executor" in selected:
+        print("running the KeyedExecutor benchmarks (bench/executor.py) ...", file=sys.stderr)
+        executor_results = executor.run(args.size, args.rounds, args.timeout)
+
     results = {
         "meta": {
             **machine(),
@@ -385,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells": {n: {k: summarise(cells[n][k]) for k in keys} for n in names},
         "micro": micro,
         "floor": floor_results,
+        "executor": executor_results,
         "runs": runs,
     }
     write_outputs(results, args)

@@ -12,6 +12,7 @@ hello
 from ._core import IMPLEMENTATION
 from ._dispatcher import Dispatcher, NewDispatcher
 from ._errors import DispatcherClosed, QueueFull
+from ._executor import KeyedExecutor
 from ._types import DispatcherStats, Handler, Master, Work
 from ._version import __version__
 
@@ -21,6 +22,7 @@ __all__ = [
     "DispatcherClosed",
     "DispatcherStats",
     "Handler",
+    "KeyedExecutor",
     "Master",
     "NewDispatcher",
     "QueueFull",

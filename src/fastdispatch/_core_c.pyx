@@ -39,10 +39,10 @@ from libc.stdint cimport int64_t
 
 import threading
 import time
-from concurrent.futures import Future
 
 from fastdispatch import _errors as errors
 from fastdispatch._errors import DispatcherClosed
+from fastdispatch._future import Future  # cheap to create when nobody waits on it
 
 
 cdef extern from "_atomic.h" nogil:

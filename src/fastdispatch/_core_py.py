@@ -20,13 +20,13 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import Future
 from contextlib import suppress
 from time import monotonic
 from typing import Any, NamedTuple, cast
 
 from . import _errors as errors
 from ._errors import DispatcherClosed
+from ._future import Future  # cheap to create when nobody waits on it
 
 __all__ = ["BATCH", "Core"]
 
