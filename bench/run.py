@@ -3,6 +3,7 @@
     python bench/run.py                 # everything, full sizes (~15-20 min on 2 cores)
     python bench/run.py --quick         # reduced sizes, a few minutes
     python bench/run.py --scenario S1 --scenario micro --rounds 5
+    python bench/run.py --scenario aio  # the asyncio scenarios A1-A6 (bench/aio.py)
 
 Every measurement runs in a fresh child process (``bench/child.py``); rounds
 are interleaved (all contenders of round 1, then round 2, ...) so machine drift
@@ -28,6 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+import aio
 import floor
 import peers
 import report
@@ -254,6 +256,20 @@ def run_floor(
     return out
 
 
+def run_aio(out: Path, size: str, rounds: int | None, timeout: float) -> dict[str, Any]:
+    """The asyncio step: bench/aio.py at this size; its results (also in out/aio.*)."""
+    cmd = [sys.executable, str(BENCH / "aio.py"), "--size", size, "--out", str(out)]
+    if rounds:
+        cmd += ["--rounds", str(rounds)]
+    cmd += ["--timeout", str(timeout)]
+    print("running the asyncio scenarios (bench/aio.py) ...", file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": "failed", "reason": f"exit code {proc.returncode}: {tail}"}
+    return json.loads((out / "aio.json").read_text())  # type: ignore[no-any-return]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced sizes (a few minutes)")
@@ -261,10 +277,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--scenario",
         action="append",
-        choices=[*scenarios.SCENARIOS, "micro", "floor"],
+        choices=[*scenarios.SCENARIOS, "micro", "floor", "aio"],
         help=(
             "run just this scenario (repeatable; 'micro' = the pyperf benchmarks, "
-            "'floor' = S1/S2 bracketed against the loop in one process, bench/floor.py)"
+            "'floor' = S1/S2 bracketed against the loop in one process, bench/floor.py, "
+            "'aio' = AsyncDispatcher's A1-A6, bench/aio.py)"
         ),
     )
     ap.add_argument(
@@ -298,6 +315,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
     """results.json, results.md, --json and the chart; the report also on stdout."""
     text = report.markdown(results)
+    if results.get("aio"):
+        text += "\n" + (
+            aio.markdown(results["aio"])
+            if "cells" in results["aio"]
+            else f"asyncio scenarios: {results['aio']['reason']}\n"
+        )
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "results.md").write_text(text)
     if args.json:
@@ -316,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_outputs(results, args)
         return 0
-    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor"]
+    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor", "aio"]
     keys = [k for k in scenarios.SCENARIOS if k in selected]
     names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -360,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         print("running pyperf micro-benchmarks ...", file=sys.stderr)
         micro = run_micro(args.out, args.size == "quick", args.size == "tiny", 30 * args.timeout)
 
+    aio_results = None
+    if "aio" in selected:
+        explicit_rounds = args.rounds if args.rounds != DEFAULT_ROUNDS[args.size] else None
+        aio_results = run_aio(args.out, args.size, explicit_rounds, args.timeout)
+
     results = {
         "meta": {
             **machine(),
@@ -385,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells": {n: {k: summarise(cells[n][k]) for k in keys} for n in names},
         "micro": micro,
         "floor": floor_results,
+        "aio": aio_results,
         "runs": runs,
     }
     write_outputs(results, args)
