@@ -237,6 +237,49 @@ def test_the_loop_stays_responsive_under_a_flood(AsyncDispatcher: type) -> None:
     run(main)
 
 
+def test_a_lane_refilled_while_its_worker_yields_is_not_stranded(
+    AsyncDispatcher: type, aio_core: Any
+) -> None:
+    handled = 0
+
+    async def handle(work: int) -> None:
+        nonlocal handled
+        handled += 1
+
+    async def main() -> None:
+        d = AsyncDispatcher(handle, max_concurrency=1)
+        for i in range(aio_core.BATCH):  # the worker's run ends exactly as the lane empties
+            d.dispatch_nowait(i, "m")
+        await until(lambda: handled == aio_core.BATCH)
+        # The worker still holds the (empty) lane, yielding the loop: refill it now.
+        d.dispatch_nowait("late", "m")
+        assert await d.wait(WAIT)
+        assert handled == aio_core.BATCH + 1
+        await d.aclose()
+
+    run(main)
+
+
+def test_workers_are_tasks_only_while_needed(AsyncDispatcher: type) -> None:
+    async def handle(work: int) -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        me = asyncio.all_tasks()  # this test's own
+        d = AsyncDispatcher(handle, max_concurrency=4)
+        for i in range(100):
+            d.dispatch_nowait(i, i % 10)
+        await until(lambda: len(asyncio.all_tasks() - me) >= 2, "workers started")
+        assert len(asyncio.all_tasks() - me) <= 4
+        assert await d.wait(WAIT)
+        d.dispatch_nowait(100, "again")  # a quiet dispatcher takes work at once
+        assert await d.wait(WAIT)
+        await d.aclose()
+        await until(lambda: not (asyncio.all_tasks() - me), "workers ended")
+
+    run(main)
+
+
 # -- results, errors ---------------------------------------------------------------
 
 

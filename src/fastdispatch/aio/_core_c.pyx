@@ -41,6 +41,8 @@ cdef object _get_running_loop = asyncio.events._get_running_loop
 cdef object _current_task = asyncio.current_task
 cdef object _sleep = asyncio.sleep
 cdef object _CoroutineType = CoroutineType
+#: Seconds a parked worker waits for work before its task ends.
+cdef double _IDLE_EXIT = 1.0
 
 
 @cython.final
@@ -124,7 +126,15 @@ cdef class Core:
     cdef dict _lanes
     cdef object _ready  # deque of _Lane
     cdef set _tasks
+    # Workers created or woken that have not taken a lane yet: while there is
+    # one, new lanes need no other worker (it takes them, or starts another).
     cdef Py_ssize_t _starting
+    # The one idle worker kept parked (its future), so that work arriving at a
+    # quiet dispatcher wakes a task instead of creating one; it ends after
+    # _IDLE_EXIT seconds with no wake-up (_wakes did not move).
+    cdef object _parked
+    cdef object _park_timer
+    cdef Py_ssize_t _wakes
     cdef list _idle_waiters
     cdef bint _closed
     cdef cython.pymutex _lock
@@ -150,6 +160,9 @@ cdef class Core:
         self._ready = deque()
         self._tasks = set()
         self._starting = 0
+        self._parked = None
+        self._park_timer = None
+        self._wakes = 0
         self._idle_waiters = []
         self._closed = False
         self._intake = []
@@ -216,16 +229,16 @@ cdef class Core:
         except TypeError as exc:
             raise _unhashable(master, exc) from None
         if found is None:
-            self.check_loop(name)
             lane = _Lane(master)
-            self._lanes[master] = lane
-        else:
-            lane = <_Lane>found
-            if self._capacity and (
-                lane.has_waiters() or lane.size() + lane.reserved >= self._capacity
-            ):
-                return self._full(lane, can_wait)
-        self._append(lane, item)
+            self._append(lane, item, name)
+            self._lanes[master] = lane  # after: a refused append leaves no lane
+            return None
+        lane = <_Lane>found
+        if self._capacity and (
+            lane.has_waiters() or lane.size() + lane.reserved >= self._capacity
+        ):
+            return self._full(lane, can_wait)
+        self._append(lane, item, name)
         return None
 
     cdef _Lane _full(self, _Lane lane, bint can_wait):
@@ -235,15 +248,17 @@ cdef class Core:
             raise QueueFull(f"the queue of master {lane.master!r} is full")
         return lane
 
-    cdef inline void _append(self, _Lane lane, object item) except *:
+    cdef inline void _append(self, _Lane lane, object item, str name) except *:
+        if lane.state == _IDLE:
+            # Find the lane a worker first: this is the step that can fail (a
+            # wrong event loop), and it fails before anything changed.
+            if self._starting == 0 and not self._wake() and len(self._tasks) < self._max:
+                self._spawn(name)
+            lane.state = _QUEUED
+            self._ready.append(lane)
         lane.items.append(item)
         self._dispatched += 1
         self._pending += 1
-        if lane.state == _IDLE:
-            lane.state = _QUEUED
-            self._ready.append(lane)
-            if len(self._tasks) < self._max and self._starting < len(self._ready):
-                self._spawn()
 
     async def _put_waiting(self, item, _Lane lane, timeout):
         """Wait for room in *lane* (FIFO among waiting producers), then queue *item*."""
@@ -279,7 +294,7 @@ cdef class Core:
             self._grant(lane)
             self._drop_if_dead(lane)
             raise DispatcherClosed("dispatcher is closed")
-        self._append(lane, item)
+        self._append(lane, item, "dispatch")
 
     def _expire(self, _Lane lane, waiter):
         if not waiter.done():
@@ -369,13 +384,39 @@ cdef class Core:
             else:
                 lane = <_Lane>found
             # Accepted by the producer already: capacity does not apply here.
-            self._append(lane, batch[i])
+            self._append(lane, batch[i], "dispatch_threadsafe")
 
     # -- workers --------------------------------------------------------------
-    cdef void _spawn(self) except *:
-        task = self._loop.create_task(self._work())
+    cdef void _spawn(self, str name) except *:
+        # The full loop test (the per-item one compares threads only): a task
+        # made for another loop would never run.
+        loop = self.check_loop(name)
+        task = loop.create_task(self._work())
         self._tasks.add(task)
         self._starting += 1
+
+    cdef bint _wake(self) except -1:
+        """Wake the parked worker, if there is one that can still run."""
+        waiter = self._parked
+        if waiter is None or waiter.done():  # done: cancelled, the loop is ending
+            return False
+        self._parked = None
+        self._wakes += 1
+        self._starting += 1
+        waiter.set_result(True)
+        return True
+
+    def _idle_check(self, Py_ssize_t wakes):
+        self._park_timer = None
+        waiter = self._parked
+        if waiter is None:
+            return
+        if wakes == self._wakes:  # parked all along: end the task
+            self._parked = None
+            if not waiter.done():
+                waiter.set_result(False)
+        else:
+            self._park_timer = self._loop.call_later(_IDLE_EXIT, self._idle_check, self._wakes)
 
     async def _work(self):
         cdef _Lane lane = None
@@ -385,75 +426,105 @@ cdef class Core:
         task = _current_task()
         ready = self._ready
         handler = self._handler
+        waiter = None
         try:
-            while ready:
-                lane = <_Lane>ready.popleft()
-                lane.state = _RUNNING
-                n = 0
-                while lane.size():
-                    item = lane.pop()
-                    self._pending -= 1
-                    if lane.waiters is not None and lane.waiters:
-                        self._grant(lane)
-                    if type(item) is _Call:
-                        future = (<_Call>item).future
-                        if future.cancelled():
-                            self._cancelled += 1
-                            continue
-                        work = (<_Call>item).work
-                    else:
-                        future = None
-                        work = item
-                    self._running += 1
-                    try:
-                        if is_coroutine:
-                            result = await handler(work)
+            while True:
+                while ready:
+                    lane = <_Lane>ready.popleft()
+                    lane.state = _RUNNING
+                    if ready and self._starting == 0 and len(self._tasks) < self._max:
+                        # More lanes wait: one more worker (it will do the same).
+                        self._tasks.add(self._loop.create_task(self._work()))
+                        self._starting += 1
+                    n = 0
+                    while lane.size():
+                        item = lane.pop()
+                        self._pending -= 1
+                        if lane.waiters is not None and lane.waiters:
+                            self._grant(lane)
+                        if type(item) is _Call:
+                            future = (<_Call>item).future
+                            if future.cancelled():
+                                self._cancelled += 1
+                                continue
+                            work = (<_Call>item).work
                         else:
-                            result = handler(work)
-                            if type(result) is _CoroutineType:
-                                result = await result
-                    except BaseException as exc:
-                        self._running -= 1
-                        self._failed += 1
-                        if (
-                            type(exc) is _CancelledError
-                            and getattr(task, "cancelling", None) is not None
-                            and task.cancelling()
-                        ):
-                            # The worker itself is cancelled (the loop is shutting
-                            # down): the item counts as failed, the lane waits for a
-                            # worker, the cancellation goes on.
-                            if future is not None:
-                                future.cancel()
-                            self._requeue(lane, True)
-                            lane = None
-                            raise
-                        self._report(exc, work, lane.master, future)
-                    else:
-                        self._running -= 1
-                        self._completed += 1
-                        if future is not None and not future.done():
-                            future.set_result(result)
-                    n += 1
-                    in_row += 1
-                    if in_row >= _BATCH:
-                        # Never hold the loop for long: other tasks run now.
-                        in_row = 0
-                        if lane.size():
+                            future = None
+                            work = item
+                        self._running += 1
+                        try:
+                            if is_coroutine:
+                                result = await handler(work)
+                            else:
+                                result = handler(work)
+                                if type(result) is _CoroutineType:
+                                    result = await result
+                        except BaseException as exc:
+                            self._running -= 1
+                            self._failed += 1
+                            if (
+                                type(exc) is _CancelledError
+                                and getattr(task, "cancelling", None) is not None
+                                and task.cancelling()
+                            ):
+                                # The worker itself is cancelled (the loop is shutting
+                                # down): the item counts as failed, the lane waits for a
+                                # worker, the cancellation goes on.
+                                if future is not None:
+                                    future.cancel()
+                                self._requeue(lane, True)
+                                lane = None
+                                raise
+                            self._report(exc, work, lane.master, future)
+                        else:
+                            self._running -= 1
+                            self._completed += 1
+                            if future is not None and not future.done():
+                                future.set_result(result)
+                        n += 1
+                        in_row += 1
+                        if in_row >= _BATCH:
+                            # Never hold the loop for long: other tasks run now.
+                            in_row = 0
+                            if lane.size():
+                                self._requeue(lane, False)
+                                lane = None
+                            await _sleep(0)
+                            break
+                        if n >= _BATCH and lane.size():
                             self._requeue(lane, False)
                             lane = None
-                        await _sleep(0)
-                        break
-                    if n >= _BATCH and lane.size():
-                        self._requeue(lane, False)
+                            break
+                    if lane is not None:
+                        if lane.size():  # refilled while this worker yielded
+                            self._requeue(lane, False)
+                        else:
+                            lane.state = _IDLE
+                            self._drop_if_dead(lane)
+                            if self._pending == 0 and self._running == 0:
+                                self._notify_if_idle()
                         lane = None
-                        break
-                if lane is not None:
-                    lane.state = _IDLE
-                    self._drop_if_dead(lane)
-                    lane = None
-                    if self._pending == 0 and self._running == 0:
-                        self._notify_if_idle()
+                # Nothing ready: one worker parks, any other ends.
+                if self._parked is not None or self._closed:
+                    break
+                waiter = self._loop.create_future()
+                self._parked = waiter
+                if self._park_timer is None:
+                    self._park_timer = self._loop.call_later(
+                        _IDLE_EXIT, self._idle_check, self._wakes
+                    )
+                try:
+                    woken = await waiter
+                except BaseException:
+                    if self._parked is waiter:
+                        self._parked = None
+                    elif waiter.done() and not waiter.cancelled() and waiter.result():
+                        self._starting -= 1  # woken, then cancelled: another must start
+                    raise
+                waiter = None
+                if not woken:
+                    break
+                self._starting -= 1
         finally:
             self._tasks.discard(task)
             if lane is not None:  # left by an exception of our own: not lost
@@ -514,6 +585,11 @@ cdef class Core:
             if self._closed:
                 return False
             self._closed = True
+        waiter = self._parked
+        if waiter is not None:
+            self._parked = None
+            if not waiter.done():
+                waiter.set_result(False)
         for found in list(self._lanes.values()):
             lane = <_Lane>found
             if lane.waiters is not None:

@@ -40,6 +40,8 @@ _get_running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 _sleep = asyncio.sleep
 _get_ident = threading.get_ident
+#: Seconds a parked worker waits for work before its task ends.
+_IDLE_EXIT = 1.0
 
 
 class _Call:
@@ -95,7 +97,15 @@ class Core:
         self._lanes: dict[Hashable, _Lane] = {}
         self._ready: deque[_Lane] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Workers created or woken that have not taken a lane yet: while there is
+        # one, new lanes need no other worker (it takes them, or starts another).
         self._starting = 0
+        # The one idle worker kept parked (its future), so that work arriving at a
+        # quiet dispatcher wakes a task instead of creating one; it ends after
+        # _IDLE_EXIT seconds with no wake-up (_wakes did not move).
+        self._parked: asyncio.Future[bool] | None = None
+        self._park_timer: asyncio.TimerHandle | None = None
+        self._wakes = 0
         self._idle_waiters: list[asyncio.Future[bool]] = []
         self._closed = False
         self._lock = threading.Lock()
@@ -168,12 +178,13 @@ class Core:
         except TypeError as exc:
             raise _unhashable(master, exc) from None
         if lane is None:
-            self.check_loop(name)
             lane = _Lane(master)
-            self._lanes[master] = lane
-        elif self._capacity and (lane.waiters or len(lane.items) + lane.reserved >= self._capacity):
+            self._append(lane, item, name)
+            self._lanes[master] = lane  # after: a refused append leaves no lane
+            return None
+        if self._capacity and (lane.waiters or len(lane.items) + lane.reserved >= self._capacity):
             return self._full(lane, can_wait)
-        self._append(lane, item)
+        self._append(lane, item, name)
         return None
 
     def _full(self, lane: _Lane, can_wait: bool) -> _Lane:
@@ -183,15 +194,17 @@ class Core:
             raise QueueFull(f"the queue of master {lane.master!r} is full")
         return lane
 
-    def _append(self, lane: _Lane, item: Any) -> None:
+    def _append(self, lane: _Lane, item: Any, name: str) -> None:
+        if lane.state == _IDLE:
+            # Find the lane a worker first: this is the step that can fail (a
+            # wrong event loop), and it fails before anything changed.
+            if self._starting == 0 and not self._wake() and len(self._tasks) < self._max:
+                self._spawn(name)
+            lane.state = _QUEUED
+            self._ready.append(lane)
         lane.items.append(item)
         self._dispatched += 1
         self._pending += 1
-        if lane.state == _IDLE:
-            lane.state = _QUEUED
-            self._ready.append(lane)
-            if len(self._tasks) < self._max and self._starting < len(self._ready):
-                self._spawn()
 
     async def _put_waiting(
         self, item: Any, master: Hashable, lane: _Lane, timeout: float | None
@@ -224,7 +237,7 @@ class Core:
             self._grant(lane)
             self._drop_if_dead(lane)
             raise DispatcherClosed("dispatcher is closed")
-        self._append(lane, item)
+        self._append(lane, item, "dispatch")
 
     def _expire(self, lane: _Lane, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
@@ -309,94 +322,147 @@ class Core:
                 lane = _Lane(master)
                 lanes[master] = lane
             # Accepted by the producer already: capacity does not apply here.
-            self._append(lane, batch[i])
+            self._append(lane, batch[i], "dispatch_threadsafe")
 
     # -- workers --------------------------------------------------------------
-    def _spawn(self) -> None:
-        loop = self._loop
-        assert loop is not None
+    def _spawn(self, name: str) -> None:
+        # The full loop test (the per-item one compares threads only): a task
+        # made for another loop would never run.
+        loop = self.check_loop(name)
         task = loop.create_task(self._work())
         self._tasks.add(task)
         self._starting += 1
 
+    def _wake(self) -> bool:
+        """Wake the parked worker, if there is one that can still run."""
+        waiter = self._parked
+        if waiter is None or waiter.done():  # done: cancelled, the loop is ending
+            return False
+        self._parked = None
+        self._wakes += 1
+        self._starting += 1
+        waiter.set_result(True)
+        return True
+
+    def _idle_check(self, wakes: int) -> None:
+        self._park_timer = None
+        waiter = self._parked
+        if waiter is None:
+            return
+        if wakes == self._wakes:  # parked all along: end the task
+            self._parked = None
+            if not waiter.done():
+                waiter.set_result(False)
+        else:
+            assert self._loop is not None
+            self._park_timer = self._loop.call_later(_IDLE_EXIT, self._idle_check, self._wakes)
+
     async def _work(self) -> None:
         self._starting -= 1
         task = _current_task()
+        loop = self._loop
+        assert loop is not None
         ready = self._ready
         handler = self._handler
         is_coroutine = self._is_coroutine
         in_row = 0
         lane: _Lane | None = None
         try:
-            while ready:
-                lane = ready.popleft()
-                lane.state = _RUNNING
-                items = lane.items
-                n = 0
-                while items:
-                    item = items.popleft()
-                    self._pending -= 1
-                    if lane.waiters:
-                        self._grant(lane)
-                    if item.__class__ is _Call:
-                        future = item.future
-                        if future.cancelled():
-                            self._cancelled += 1
-                            continue
-                        work = item.work
-                    else:
-                        future = None
-                        work = item
-                    self._running += 1
-                    try:
-                        if is_coroutine:
-                            result = await handler(work)
+            while True:
+                while ready:
+                    lane = ready.popleft()
+                    lane.state = _RUNNING
+                    if ready and self._starting == 0 and len(self._tasks) < self._max:
+                        # More lanes wait: one more worker (it will do the same).
+                        self._tasks.add(loop.create_task(self._work()))
+                        self._starting += 1
+                    items = lane.items
+                    n = 0
+                    while items:
+                        item = items.popleft()
+                        self._pending -= 1
+                        if lane.waiters:
+                            self._grant(lane)
+                        if item.__class__ is _Call:
+                            future = item.future
+                            if future.cancelled():
+                                self._cancelled += 1
+                                continue
+                            work = item.work
                         else:
-                            result = handler(work)
-                            if result.__class__ is CoroutineType:
-                                result = await result
-                    except BaseException as exc:
-                        self._running -= 1
-                        self._failed += 1
-                        if (
-                            exc.__class__ is _CancelledError
-                            and getattr(task, "cancelling", None) is not None
-                            and task.cancelling()  # type: ignore[union-attr]
-                        ):
-                            # The worker itself is cancelled (the loop is shutting
-                            # down): the item counts as failed, the lane waits for a
-                            # worker, the cancellation goes on.
-                            if future is not None:
-                                future.cancel()
-                            self._requeue(lane, front=True)
-                            lane = None
-                            raise
-                        self._report(exc, work, lane.master, future)
-                    else:
-                        self._running -= 1
-                        self._completed += 1
-                        if future is not None and not future.done():
-                            future.set_result(result)
-                    n += 1
-                    in_row += 1
-                    if in_row >= BATCH:
-                        # Never hold the loop for long: other tasks run now.
-                        in_row = 0
-                        if items:
+                            future = None
+                            work = item
+                        self._running += 1
+                        try:
+                            if is_coroutine:
+                                result = await handler(work)
+                            else:
+                                result = handler(work)
+                                if result.__class__ is CoroutineType:
+                                    result = await result
+                        except BaseException as exc:
+                            self._running -= 1
+                            self._failed += 1
+                            if (
+                                exc.__class__ is _CancelledError
+                                and getattr(task, "cancelling", None) is not None
+                                and task.cancelling()  # type: ignore[union-attr]
+                            ):
+                                # The worker itself is cancelled (the loop is shutting
+                                # down): the item counts as failed, the lane waits for a
+                                # worker, the cancellation goes on.
+                                if future is not None:
+                                    future.cancel()
+                                self._requeue(lane, front=True)
+                                lane = None
+                                raise
+                            self._report(exc, work, lane.master, future)
+                        else:
+                            self._running -= 1
+                            self._completed += 1
+                            if future is not None and not future.done():
+                                future.set_result(result)
+                        n += 1
+                        in_row += 1
+                        if in_row >= BATCH:
+                            # Never hold the loop for long: other tasks run now.
+                            in_row = 0
+                            if items:
+                                self._requeue(lane, front=False)
+                                lane = None
+                            await _sleep(0)
+                            break
+                        if n >= BATCH and items:
                             self._requeue(lane, front=False)
                             lane = None
-                        await _sleep(0)
-                        break
-                    if n >= BATCH and items:
-                        self._requeue(lane, front=False)
+                            break
+                    if lane is not None:
+                        if lane.items:  # refilled while this worker yielded
+                            self._requeue(lane, front=False)
+                        else:
+                            lane.state = _IDLE
+                            self._drop_if_dead(lane)
+                            if not self._pending and not self._running:
+                                self._notify_if_idle()
                         lane = None
-                        break
-                if lane is not None:
-                    lane.state = _IDLE
-                    self._drop_if_dead(lane)
-                    lane = None
-                    if not self._pending and not self._running:
-                        self._notify_if_idle()
+                # Nothing ready: one worker parks, any other ends.
+                if self._parked is not None or self._closed:
+                    break
+                waiter: asyncio.Future[bool] = loop.create_future()
+                self._parked = waiter
+                if self._park_timer is None:
+                    self._park_timer = loop.call_later(_IDLE_EXIT, self._idle_check, self._wakes)
+                try:
+                    woken = await waiter
+                except BaseException:
+                    if self._parked is waiter:
+                        self._parked = None
+                    elif waiter.done() and not waiter.cancelled() and waiter.result():
+                        self._starting -= 1  # woken, then cancelled: another must start
+                    raise
+                if not woken:
+                    break
+                self._starting -= 1
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
             if lane is not None:  # left by an exception of our own: not lost
@@ -461,6 +527,11 @@ class Core:
             if self._closed:
                 return False
             self._closed = True
+        waiter = self._parked
+        if waiter is not None:
+            self._parked = None
+            if not waiter.done():
+                waiter.set_result(False)
         for lane in list(self._lanes.values()):
             for waiter in lane.waiters:
                 if not waiter.done():
