@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from fastdispatch import DispatcherClosed, QueueFull
+from fastdispatch._env import env_flag
 from helpers import WAIT, assert_identity
 
 
@@ -988,3 +989,23 @@ def test_public_names() -> None:
     assert aio.IMPLEMENTATION in ("cython", "python")
     assert aio.QueueFull is QueueFull and aio.DispatcherClosed is DispatcherClosed
     assert aio.AsyncDispatcher.__doc__
+
+
+SHOW_AIO_IMPL = "import fastdispatch.aio as a; print(a.IMPLEMENTATION)"
+
+
+def test_the_asyncio_core_follows_the_environment_switches() -> None:
+    from conftest import run_python, subprocess_env
+
+    pure = run_python(SHOW_AIO_IMPL, subprocess_env(None, FASTDISPATCH_NO_EXTENSIONS="1"))
+    assert (pure.returncode, pure.stdout) == (0, "python\n"), pure.stderr
+    blocked = "import sys; sys.modules['fastdispatch.aio._core_c'] = None\n" + SHOW_AIO_IMPL
+    quiet = run_python(blocked, subprocess_env(None))
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "python\n", "")
+    required = run_python(blocked, subprocess_env(None, FASTDISPATCH_REQUIRE_EXTENSIONS="1"))
+    assert required.returncode != 0
+    assert "fastdispatch.aio._core_c" in required.stderr
+    assert "FASTDISPATCH_REQUIRE_EXTENSIONS" in required.stderr
+    if not env_flag("FASTDISPATCH_NO_EXTENSIONS"):
+        compiled = run_python(SHOW_AIO_IMPL, subprocess_env("cython"))
+        assert (compiled.returncode, compiled.stdout) == (0, "cython\n"), compiled.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,26 @@ def test_example_script(aio_core: ModuleType) -> None:
     assert "handled dave#1" in proc.stdout
     assert "alice [1, 2, 3, 4, 5]" in proc.stdout
     assert "dave [1, 2, 3, 4, 5]" in proc.stdout
+
+
+def readme_asyncio_code() -> str:
+    text = (EXAMPLE.parent.parent / "README.md").read_text(encoding="utf-8")
+    heading = re.search(r"^## asyncio\b.*$", text, re.MULTILINE)
+    assert heading, "README.md has no asyncio section"
+    block = re.search(r"^```python\n(.*?)^```", text[heading.end() :], re.DOTALL | re.MULTILINE)
+    assert block, "the README's asyncio section has no ```python block"
+    return block.group(1)
+
+
+def test_readme_asyncio_example_runs(aio_core: ModuleType) -> None:
+    core_name = "cython" if aio_core.__name__.endswith("_core_c") else "python"
+    proc = subprocess.run(
+        [sys.executable, "-c", readme_asyncio_code()],
+        env=subprocess_env(core_name),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1\n"

@@ -17,6 +17,7 @@ cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
 
 import asyncio
+from collections import deque
 from types import CoroutineType
 
 from fastdispatch._errors import DispatcherClosed, QueueFull
@@ -156,7 +157,6 @@ cdef class Core:
         self._loop = _get_running_loop()
         self._thread = PyThread_get_thread_ident() if self._loop is not None else 0
         self._lanes = {}
-        from collections import deque
         self._ready = deque()
         self._tasks = set()
         self._starting = 0
@@ -265,7 +265,6 @@ cdef class Core:
         loop = self._loop
         waiter = loop.create_future()
         if lane.waiters is None:
-            from collections import deque
             lane.waiters = deque()
         lane.waiters.append(waiter)
         timer = None
