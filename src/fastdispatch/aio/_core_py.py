@@ -32,6 +32,8 @@ __all__ = ["BATCH", "Core"]
 BATCH = 1024
 
 _IDLE, _QUEUED, _RUNNING = 0, 1, 2
+# A lane's list is compacted once this many consumed slots lead it.
+_COMPACT = 64
 
 _CancelledError = asyncio.CancelledError
 # Returns None outside a loop (asyncio.get_running_loop raises). Not per item: on
@@ -57,15 +59,40 @@ class _Call:
 class _Lane:
     """One master's queue; lives only while the master has work or waiting producers."""
 
-    __slots__ = ("items", "master", "reserved", "state", "waiters")
+    __slots__ = ("head", "items", "master", "reserved", "state", "waiters")
 
     def __init__(self, master: Hashable) -> None:
         self.master = master
-        self.items: deque[Any] = deque()
+        # items[head:] are queued, FIFO. A list and an index, not a deque: a deque
+        # costs ~600 bytes even when it holds one item, and most lanes hold few.
+        # Non-empty exactly when something is queued (_pop clears it at the end).
+        self.items: list[Any] = []
+        self.head = 0
         self.state = _IDLE
         # Room promised to woken producers that have not resumed yet.
         self.reserved = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.waiters: deque[asyncio.Future[None]] | None = None  # made on first need
+
+
+def _size(lane: _Lane) -> int:
+    return len(lane.items) - lane.head
+
+
+def _pop(lane: _Lane) -> Any:
+    items = lane.items
+    head = lane.head
+    item = items[head]
+    head += 1
+    if head == len(items):
+        items.clear()
+        head = 0
+    elif head >= _COMPACT and head * 2 >= len(items):
+        del items[:head]
+        head = 0
+    else:
+        items[head - 1] = None  # drop the reference now, not at compaction
+    lane.head = head
+    return item
 
 
 def _unhashable(master: object, exc: TypeError) -> TypeError:
@@ -182,7 +209,7 @@ class Core:
             self._append(lane, item, name)
             self._lanes[master] = lane  # after: a refused append leaves no lane
             return None
-        if self._capacity and (lane.waiters or len(lane.items) + lane.reserved >= self._capacity):
+        if self._capacity and (lane.waiters or _size(lane) + lane.reserved >= self._capacity):
             return self._full(lane, can_wait)
         self._append(lane, item, name)
         return None
@@ -213,6 +240,8 @@ class Core:
         loop = self._loop
         assert loop is not None
         waiter: asyncio.Future[None] = loop.create_future()
+        if lane.waiters is None:
+            lane.waiters = deque()
         lane.waiters.append(waiter)
         timer = None
         if timeout is not None and timeout != float("inf"):
@@ -244,13 +273,13 @@ class Core:
             waiter.set_exception(QueueFull(f"the queue of master {lane.master!r} is full"))
 
     def _forget_waiter(self, lane: _Lane, waiter: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):
-            lane.waiters.remove(waiter)
+        with contextlib.suppress(ValueError, AttributeError):
+            lane.waiters.remove(waiter)  # type: ignore[union-attr]
 
     def _grant(self, lane: _Lane) -> None:
         """Promise the room now free in *lane* to the producers waiting longest."""
         waiters = lane.waiters
-        while waiters and len(lane.items) + lane.reserved < self._capacity:
+        while waiters and _size(lane) + lane.reserved < self._capacity:
             waiter = waiters.popleft()
             if not waiter.done():
                 lane.reserved += 1
@@ -379,7 +408,7 @@ class Core:
                     items = lane.items
                     n = 0
                     while items:
-                        item = items.popleft()
+                        item = _pop(lane)
                         self._pending -= 1
                         if lane.waiters:
                             self._grant(lane)
@@ -533,10 +562,10 @@ class Core:
             if not waiter.done():
                 waiter.set_result(False)
         for lane in list(self._lanes.values()):
-            for waiter in lane.waiters:
+            for waiter in lane.waiters or ():
                 if not waiter.done():
                     waiter.set_exception(DispatcherClosed("dispatcher is closed"))
-            lane.waiters.clear()
+            lane.waiters = None
             self._drop_if_dead(lane)
         return True
 
@@ -547,7 +576,7 @@ class Core:
         for lane in list(self._lanes.values()):
             items = lane.items
             while items:
-                item = items.popleft()
+                item = _pop(lane)
                 self._pending -= 1
                 self._cancelled += 1
                 if item.__class__ is _Call:
@@ -579,7 +608,7 @@ class Core:
             lane = self._lanes.get(master)
         except TypeError as exc:
             raise _unhashable(master, exc) from None
-        return 0 if lane is None else len(lane.items)
+        return 0 if lane is None else _size(lane)
 
     def stats(self) -> DispatcherStats:
         return DispatcherStats(
