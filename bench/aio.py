@@ -69,15 +69,20 @@ SIZES: dict[str, dict[str, Size]] = {
     "A4": {"full": Size(256, 20), "quick": Size(256, 10), "tiny": Size(16, 3)},
     "A5": {"full": Size(1, 5000), "quick": Size(1, 1000), "tiny": Size(1, 50)},
     "A6": {"full": Size(1000, 100, 4), "quick": Size(1000, 25, 4), "tiny": Size(20, 20, 4)},
+    # A1 bracketed: the bare loop and fd-cython in turn in one process.
+    "A1F": {"full": Size(1000, 1000), "quick": Size(1000, 200), "tiny": Size(20, 20)},
 }
 TITLES = {
     "A1": "{masters:,} masters x {items:,} items, no-op coroutine, one producer (dispatch_nowait)",
     "A3": "{masters:,} one-off masters (producer yields every 1,000 items): items/s, peak RSS",
     "A4": "await asyncio.sleep(0.001), {masters} masters x {items}, max_concurrency=64",
     "A5": "latency dispatch -> handler start at light load, {items:,} items one at a time",
+    "A1F": "A1 bracketed in one process: fd-cython / the mean of the bare-loop runs around it",
     "A6": "{threads} producer threads into {masters:,} masters x {items:,} (dispatch_threadsafe)",
 }
 A4_SLEEP = 0.001
+#: A1F: fd-cython runs per child, each between two bare-loop runs.
+FLOOR_PAIRS = {"full": 6, "quick": 3, "tiny": 1}
 A4_CONCURRENCY = 64
 
 
@@ -316,9 +321,55 @@ async def scenario_threads(name: str, size: Size) -> dict[str, Any]:
     return {"value": n / elapsed, "items": n}
 
 
+async def scenario_floor(size: Size, pairs: int) -> dict[str, Any]:
+    """A1F: the bare loop, then ``pairs`` times fd-cython and the loop again.
+
+    The loop's speed swings by 2-10x within seconds on a shared VM; two runs a
+    fraction of a second apart are a fairer floor than another process's.
+    """
+    from fastdispatch.aio import AsyncDispatcher
+
+    masters, items, n = size.masters, size.items, size.masters * size.items
+
+    async def bare_run() -> float:
+        t0 = time.perf_counter()
+        for seq in range(items):
+            for _m in range(masters):
+                await noop(seq)
+        return n / (time.perf_counter() - t0)
+
+    async def fd_run() -> float:
+        d = AsyncDispatcher(noop)
+        dispatch = d.dispatch_nowait
+        t0 = time.perf_counter()
+        for seq in range(items):
+            for m in range(masters):
+                dispatch(seq, m)
+        await d.aclose()
+        rate = n / (time.perf_counter() - t0)
+        assert d.stats().completed == n
+        return rate
+
+    loop_rates = [await bare_run()]
+    fd_rates, ratios_ = [], []
+    for _ in range(pairs):
+        fd_rates.append(await fd_run())
+        loop_rates.append(await bare_run())
+        ratios_.append(fd_rates[-1] / ((loop_rates[-2] + loop_rates[-1]) / 2))
+    return {
+        "value": statistics.median(ratios_),
+        "ratios": ratios_,
+        "loop": loop_rates,
+        "fd": fd_rates,
+        "items": n,
+    }
+
+
 def infeasible(name: str, key: str) -> str | None:
     if name == "bare" and key in ("A4", "A6"):
         return "the bare loop has no concurrency and no thread-safe door"
+    if key == "A1F" and name != "fd-cython":
+        return "the bracketed floor ratio is measured for fd-cython"
     return None
 
 
@@ -330,6 +381,8 @@ def child(name: str, key: str, size_name: str) -> dict[str, Any]:
         coro = scenario_io(name, size)
     elif key == "A5":
         coro = scenario_latency(name, size)
+    elif key == "A1F":
+        coro = scenario_floor(size, FLOOR_PAIRS[size_name])
     else:
         coro = scenario_threads(name, size)
     result = asyncio.run(coro)
@@ -428,6 +481,20 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     for key in results["scenarios"]:
+        if key == "A1F":
+            floor = results.get("ratios", {}).get("A1F")
+            out += [f"## {key}: {results['scenarios'][key]}", ""]
+            if floor:
+                out.append(
+                    f"fd-cython / bare: {fmt_spread(floor['bare'], 'x')} "
+                    f"over {floor['pairs']} pairs (median, min-max), "
+                    f"{len(cells['fd-cython']['A1F'].get('by_round', []))} children."
+                )
+            else:
+                reason = cells.get("fd-cython", {}).get("A1F", {}).get("reason", "not run")
+                out.append(f"not measured: {reason}")
+            out.append("")
+            continue
         out += [f"## {key}: {results['scenarios'][key]}", ""]
         out += ["| contender | items/s | peak RSS MB | other |", "|---|---|---|---|"]
         for name in CONTENDERS:
@@ -548,7 +615,16 @@ def main(argv: list[str] | None = None) -> int:
             for peer in ("lock-recipe", "lanes-64", "bare", "fd-python")
         }
         for key in keys
+        if key != "A1F"
     }
+    bracketed = [
+        x
+        for r in runs.get("fd-cython", {}).get("A1F", [])
+        if r.get("status") == "ok"
+        for x in r["ratios"]
+    ]
+    if bracketed:
+        results["ratios"]["A1F"] = {"bare": spread(bracketed), "pairs": len(bracketed)}
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(results)
     (out / "aio.json").write_text(json.dumps(results, indent=1) + "\n")
