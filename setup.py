@@ -3,7 +3,8 @@
 Everything else (metadata, packages, package data) lives in pyproject.toml.
 
 The compiled core ``fastdispatch._core_c`` is optional: fastdispatch has a pure-Python core
-with the same behaviour. Build-time switches (parsed by ``fastdispatch._env.env_flag``):
+with the same behaviour. So is the asyncio core ``fastdispatch.aio._core_c``, built and
+skipped together with it. Build-time switches (parsed by ``fastdispatch._env.env_flag``):
 
 ``FASTDISPATCH_NO_EXTENSIONS=1``
     Do not compile; build the pure-Python package (a ``py3-none-any`` wheel).
@@ -44,6 +45,9 @@ EXTENSION_NAME = "fastdispatch._core_c"
 # Relative paths: setuptools wants them so for sdists and in-tree builds.
 EXTENSION_SOURCE = "src/fastdispatch/_core_c.pyx"
 EXTENSION_INCLUDE_DIR = "src/fastdispatch"  # _atomic.h
+# The asyncio core, an extension of its own in the fastdispatch.aio package.
+AIO_EXTENSION_NAME = "fastdispatch.aio._core_c"
+AIO_EXTENSION_SOURCE = "src/fastdispatch/aio/_core_c.pyx"
 MIN_CYTHON = (3, 1)
 CYTHON_DIRECTIVES: dict[str, object] = {
     "language_level": 3,
@@ -137,7 +141,8 @@ def extensions(policy: BuildPolicy) -> list[Extension]:
             sources=[EXTENSION_SOURCE],
             include_dirs=[EXTENSION_INCLUDE_DIR],
             depends=depends,
-        )
+        ),
+        Extension(AIO_EXTENSION_NAME, sources=[AIO_EXTENSION_SOURCE]),
     ]
 
 

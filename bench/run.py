@@ -3,6 +3,7 @@
     python bench/run.py                 # everything, full sizes (~15-20 min on 2 cores)
     python bench/run.py --quick         # reduced sizes, a few minutes
     python bench/run.py --scenario S1 --scenario micro --rounds 5
+    python bench/run.py --scenario aio  # the asyncio scenarios A1-A6 (bench/aio.py)
 
 Every measurement runs in a fresh child process (``bench/child.py``); rounds
 are interleaved (all contenders of round 1, then round 2, ...) so machine drift
@@ -28,6 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+import aio
 import executor
 import floor
 import peers
@@ -255,6 +257,20 @@ def run_floor(
     return out
 
 
+def run_aio(out: Path, size: str, rounds: int | None, timeout: float) -> dict[str, Any]:
+    """The asyncio step: bench/aio.py at this size; its results (also in out/aio.*)."""
+    cmd = [sys.executable, str(BENCH / "aio.py"), "--size", size, "--out", str(out)]
+    if rounds:
+        cmd += ["--rounds", str(rounds)]
+    cmd += ["--timeout", str(timeout)]
+    print("running the asyncio scenarios (bench/aio.py) ...", file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": "failed", "reason": f"exit code {proc.returncode}: {tail}"}
+    return json.loads((out / "aio.json").read_text())  # type: ignore[no-any-return]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced sizes (a few minutes)")
@@ -262,11 +278,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--scenario",
         action="append",
-        choices=[*scenarios.SCENARIOS, "micro", "floor", "executor"],
+        choices=[*scenarios.SCENARIOS, "micro", "floor", "executor", "aio"],
         help=(
             "run just this scenario (repeatable; 'micro' = the pyperf benchmarks, "
             "'floor' = S1/S2 bracketed against the loop in one process, bench/floor.py; "
-            "'executor' = KeyedExecutor and Future vs the standard library, bench/executor.py)"
+            "'executor' = KeyedExecutor and Future vs the standard library, bench/executor.py; "
+            "'aio' = AsyncDispatcher's A1-A6, bench/aio.py)"
         ),
     )
     ap.add_argument(
@@ -300,6 +317,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
     """results.json, results.md, --json and the chart; the report also on stdout."""
     text = report.markdown(results)
+    if results.get("aio"):
+        text += "\n" + (
+            aio.markdown(results["aio"])
+            if "cells" in results["aio"]
+            else f"asyncio scenarios: {results['aio']['reason']}\n"
+        )
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "results.md").write_text(text)
     if args.json:
@@ -318,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_outputs(results, args)
         return 0
-    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor", "executor"]
+    selected = args.scenario or [*scenarios.SCENARIOS, "micro", "floor", "executor", "aio"]
     keys = [k for k in scenarios.SCENARIOS if k in selected]
     names = [n for n in peers.CONTENDERS if not args.contender or n in args.contender]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -366,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     if "executor" in selected:
         print("running the KeyedExecutor benchmarks (bench/executor.py) ...", file=sys.stderr)
         executor_results = executor.run(args.size, args.rounds, args.timeout)
+    aio_results = None
+    if "aio" in selected:
+        explicit_rounds = args.rounds if args.rounds != DEFAULT_ROUNDS[args.size] else None
+        aio_results = run_aio(args.out, args.size, explicit_rounds, args.timeout)
 
     results = {
         "meta": {
@@ -393,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "micro": micro,
         "floor": floor_results,
         "executor": executor_results,
+        "aio": aio_results,
         "runs": runs,
     }
     write_outputs(results, args)

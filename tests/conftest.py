@@ -27,22 +27,23 @@ from fastdispatch._env import env_flag
 from helpers import WAIT
 
 CORE_MODULES = {"cython": "fastdispatch._core_c", "python": "fastdispatch._core_py"}
+AIO_CORE_MODULES = {"cython": "fastdispatch.aio._core_c", "python": "fastdispatch.aio._core_py"}
 
 
-def load_core(name: str) -> ModuleType:
-    """Import the core called *name*, failing (not skipping) a broken build."""
+def load_core(name: str, modules: dict[str, str] = CORE_MODULES) -> ModuleType:
+    """Import the core called *name* (of *modules*), failing (not skipping) a broken build."""
     if name == "cython":
         if env_flag("FASTDISPATCH_NO_EXTENSIONS"):
             pytest.skip("FASTDISPATCH_NO_EXTENSIONS is set: compiled core deliberately not tested")
         try:
-            return importlib.import_module(CORE_MODULES["cython"])
+            return importlib.import_module(modules["cython"])
         except ImportError as exc:
             pytest.fail(
                 f"the compiled core cannot be imported ({exc!r}); build it "
                 "(python setup.py build_ext --inplace) or set FASTDISPATCH_NO_EXTENSIONS=1",
                 pytrace=False,
             )
-    return importlib.import_module(CORE_MODULES[name])
+    return importlib.import_module(modules[name])
 
 
 @pytest.fixture(params=list(CORE_MODULES), ids=list(CORE_MODULES))
@@ -57,6 +58,20 @@ def Dispatcher(core: ModuleType) -> type:
     from fastdispatch._dispatcher import Dispatcher as Base
 
     return type("Dispatcher", (Base,), {"_Core": core.Core, "__module__": __name__})
+
+
+@pytest.fixture(params=list(AIO_CORE_MODULES), ids=list(AIO_CORE_MODULES))
+def aio_core(request: pytest.FixtureRequest) -> ModuleType:
+    """The asyncio core under test: ``fastdispatch.aio._core_c`` or ``_core_py``."""
+    return load_core(request.param, AIO_CORE_MODULES)
+
+
+@pytest.fixture
+def AsyncDispatcher(aio_core: ModuleType) -> type:
+    """``fastdispatch.aio.AsyncDispatcher`` bound to the asyncio core under test."""
+    from fastdispatch.aio._dispatcher import AsyncDispatcher as Base
+
+    return type("AsyncDispatcher", (Base,), {"_Core": aio_core.Core, "__module__": __name__})
 
 
 _unique = itertools.count()

@@ -109,8 +109,13 @@ def test_flags_are_parsed_by_the_package_helper(setup_module: types.ModuleType) 
 
 
 def test_the_extension_declaration(setup_module: types.ModuleType) -> None:
-    (ext,) = setup_module.extensions(setup_module.build_policy({}))
+    ext, aio_ext = setup_module.extensions(setup_module.build_policy({}))
     assert ext.name == "fastdispatch._core_c"
+    assert aio_ext.name == "fastdispatch.aio._core_c"
+    assert Path(aio_ext.sources[0]).stem == "_core_c"
+    assert (ROOT / "src" / "fastdispatch" / "aio" / "_core_c.pyx").relative_to(ROOT).as_posix() == (
+        setup_module.AIO_EXTENSION_SOURCE
+    )
     # setuptools swaps .pyx for .c when Cython is not importable; either names the core.
     assert Path(ext.sources[0]).stem == "_core_c"
     assert (ROOT / "src" / "fastdispatch" / "_core_c.pyx").relative_to(ROOT).as_posix() == (
