@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import logging
+import random
 import re
 import threading
 from collections.abc import Iterator
@@ -317,6 +318,27 @@ def test_cancelled_pending_call_is_skipped_without_stalling_its_key(
     assert second.cancelled()
     with pytest.raises(cf.CancelledError):
         second.result(timeout=0)
+
+
+def test_random_cancellations_lose_nothing_and_keep_order(executors: Executors) -> None:
+    """Cancel about a third of the calls while they are queued or running: a call
+    runs iff its future was not cancelled, and each key's calls run in order."""
+    rng = random.Random(1234)
+    ex = executors(max_workers=4)
+    rec = Recorder()
+    futures = [(k, i, ex.submit_keyed(k, rec.handle, (k, i))) for i in range(300) for k in range(8)]
+    cancelled = {(k, i) for k, i, f in futures if rng.random() < 0.33 and f.cancel()}
+    ex.shutdown(wait=True)
+    assert not rec.overlaps
+    for k in range(8):
+        expected = [i for i in range(300) if (k, i) not in cancelled]
+        assert rec.by_master[k] == expected
+    for k, i, f in futures:
+        assert f.done()
+        assert f.cancelled() == ((k, i) in cancelled)
+        if not f.cancelled():
+            assert f.result(timeout=0) == (k, i)
+    assert ex._dispatcher.stats().cancelled == len(cancelled)
 
 
 def test_set_running_before_each_call(executors: Executors) -> None:
