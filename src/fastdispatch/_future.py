@@ -13,6 +13,11 @@ attribute protocol that ``concurrent.futures.wait``, ``as_completed`` and
 ``asyncio.wrap_future`` rely on: ``_state`` holds the standard state strings,
 ``_condition`` is a condition whose lock guards the state, and ``_waiters``
 is the list those functions add their waiters to (under that lock).
+
+One difference is deliberate: that lock is a plain ``Lock``, not the
+standard condition's ``RLock`` (cheaper to make and to take). Code that holds
+``future._condition`` must therefore not call the future's own methods
+meanwhile; ``concurrent.futures`` and ``asyncio`` never do.
 """
 
 from __future__ import annotations
