@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import logging
 import random
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,8 +111,9 @@ def test_exception_goes_into_the_future(executors: Executors) -> None:
             f.result(timeout=WAIT)
         assert isinstance(f.exception(timeout=WAIT), TypeError)
     # a BaseException too, as ThreadPoolExecutor does
-    f = ex.submit_keyed("k", lambda: (_ for _ in ()).throw(SystemExit(3)))
-    assert isinstance(f.exception(timeout=WAIT), SystemExit)
+    f = ex.submit_keyed("k", sys.exit, 3)
+    exc = f.exception(timeout=WAIT)
+    assert isinstance(exc, SystemExit) and exc.code == 3
     assert ex.submit_keyed("k", mul, 2, 3).result(WAIT) == 6  # the key goes on
 
 
