@@ -246,6 +246,21 @@ class Future(concurrent.futures.Future[_T]):
                 return self._exception
             raise _TimeoutError()
 
+    def _get_snapshot(self) -> tuple[bool, bool, Any, BaseException | None]:
+        """``(done, cancelled, result, exception)`` read at once, under the lock.
+
+        Newer asyncio versions read a finished future through this when they
+        copy its state into an asyncio future (``wrap_future``); the inherited
+        one would build the condition just for that.
+        """
+        with self._lock:
+            state = self._state
+            if state == FINISHED:
+                return True, False, self._result, self._exception
+            if state in _CANCELLED:
+                return True, True, None, None
+            return False, False, None, None
+
     # The following methods should only be used by Executors and in tests.
     def set_running_or_notify_cancel(self) -> bool:
         """Mark the future running (True), or report that it was cancelled (False).
