@@ -241,6 +241,26 @@ def test_map_bad_arguments(
     assert ex._dispatcher.stats().dispatched == 0
 
 
+def test_map_with_a_bad_key_half_way_cancels_what_it_queued(executors: Executors) -> None:
+    ex = executors(max_workers=1)
+    gate = executors.gate()
+    started = threading.Event()
+
+    def hold() -> None:
+        started.set()
+        assert gate.wait(WAIT)
+
+    ex.submit_keyed("hold", hold)
+    assert started.wait(WAIT)
+    ran: list[int] = []
+    with pytest.raises(TypeError, match=r"key must be hashable, got \[3\]"):
+        ex.map(ran.append, [1, 2, 3], key=lambda x: x if x < 3 else [x])
+    gate.set()
+    ex.shutdown(wait=True)
+    assert ran == []
+    assert ex._dispatcher.stats().cancelled == 2
+
+
 # -- for_key ----------------------------------------------------------------------
 
 
