@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import logging
+import random
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +111,9 @@ def test_exception_goes_into_the_future(executors: Executors) -> None:
             f.result(timeout=WAIT)
         assert isinstance(f.exception(timeout=WAIT), TypeError)
     # a BaseException too, as ThreadPoolExecutor does
-    f = ex.submit_keyed("k", lambda: (_ for _ in ()).throw(SystemExit(3)))
-    assert isinstance(f.exception(timeout=WAIT), SystemExit)
+    f = ex.submit_keyed("k", sys.exit, 3)
+    exc = f.exception(timeout=WAIT)
+    assert isinstance(exc, SystemExit) and exc.code == 3
     assert ex.submit_keyed("k", mul, 2, 3).result(WAIT) == 6  # the key goes on
 
 
@@ -238,6 +241,26 @@ def test_map_bad_arguments(
     assert ex._dispatcher.stats().dispatched == 0
 
 
+def test_map_with_a_bad_key_half_way_cancels_what_it_queued(executors: Executors) -> None:
+    ex = executors(max_workers=1)
+    gate = executors.gate()
+    started = threading.Event()
+
+    def hold() -> None:
+        started.set()
+        assert gate.wait(WAIT)
+
+    ex.submit_keyed("hold", hold)
+    assert started.wait(WAIT)
+    ran: list[int] = []
+    with pytest.raises(TypeError, match=r"key must be hashable, got \[3\]"):
+        ex.map(ran.append, [1, 2, 3], key=lambda x: x if x < 3 else [x])
+    gate.set()
+    ex.shutdown(wait=True)
+    assert ran == []
+    assert ex._dispatcher.stats().cancelled == 2
+
+
 # -- for_key ----------------------------------------------------------------------
 
 
@@ -317,6 +340,27 @@ def test_cancelled_pending_call_is_skipped_without_stalling_its_key(
     assert second.cancelled()
     with pytest.raises(cf.CancelledError):
         second.result(timeout=0)
+
+
+def test_random_cancellations_lose_nothing_and_keep_order(executors: Executors) -> None:
+    """Cancel about a third of the calls while they are queued or running: a call
+    runs iff its future was not cancelled, and each key's calls run in order."""
+    rng = random.Random(1234)
+    ex = executors(max_workers=4)
+    rec = Recorder()
+    futures = [(k, i, ex.submit_keyed(k, rec.handle, (k, i))) for i in range(300) for k in range(8)]
+    cancelled = {(k, i) for k, i, f in futures if rng.random() < 0.33 and f.cancel()}
+    ex.shutdown(wait=True)
+    assert not rec.overlaps
+    for k in range(8):
+        expected = [i for i in range(300) if (k, i) not in cancelled]
+        assert rec.by_master[k] == expected
+    for k, i, f in futures:
+        assert f.done()
+        assert f.cancelled() == ((k, i) in cancelled)
+        if not f.cancelled():
+            assert f.result(timeout=0) == (k, i)
+    assert ex._dispatcher.stats().cancelled == len(cancelled)
 
 
 def test_set_running_before_each_call(executors: Executors) -> None:

@@ -198,6 +198,28 @@ def test_set_result_from_pending_without_running() -> None:
     assert f.result() == "x"
 
 
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (pending, (False, False, None, None)),
+        (running, (False, False, None, None)),
+        (cancelled, (True, True, None, None)),
+        (cancelled_and_notified, (True, True, None, None)),
+        (lambda: finished(7), (True, False, 7, None)),
+    ],
+)
+def test_snapshot_for_asyncio(make: State, expected: tuple[Any, ...]) -> None:
+    # newer asyncio versions copy a finished future's state through _get_snapshot().
+    f = make()
+    assert f._get_snapshot() == expected
+    assert f._cond is None  # read under the plain lock: no condition built for it
+
+
+def test_snapshot_of_a_raised_future() -> None:
+    exc = OSError("boom")
+    assert raised(exc)._get_snapshot() == (True, False, None, exc)
+
+
 # -- blocking waiters -------------------------------------------------------------
 
 

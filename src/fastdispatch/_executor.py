@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
-from ._dispatcher import Dispatcher
+from ._dispatcher import _CLOSED_REASON, Dispatcher
 from ._errors import DispatcherClosed
 
 __all__ = ["KeyedExecutor"]
@@ -39,18 +39,14 @@ def _not_callable(fn: object) -> TypeError:
     return TypeError(f"fn must be callable, got {fn!r}")
 
 
-def _unhashable_key(key: object, exc: BaseException) -> TypeError:
-    error = TypeError(f"key must be hashable, got {key!r} (unhashable type {type(key).__name__!r})")
-    error.__cause__ = exc
-    return error
+def _unhashable_key(key: object) -> TypeError:
+    return TypeError(f"key must be hashable, got {key!r} (unhashable type {type(key).__name__!r})")
 
 
 def _closed(exc: DispatcherClosed) -> RuntimeError:
+    # The executor's words for a plain shutdown; any other reason (fork) is kept.
     reason = str(exc)
-    message = _SHUTDOWN if reason == "dispatcher is closed" else f"{_SHUTDOWN} ({reason})"
-    error = RuntimeError(message)
-    error.__cause__ = exc
-    return error
+    return RuntimeError(_SHUTDOWN if reason == _CLOSED_REASON else f"{_SHUTDOWN} ({reason})")
 
 
 def _result_or_cancel(future: Future[_T], timeout: float | None = None) -> _T:
@@ -136,7 +132,7 @@ class KeyedExecutor(concurrent.futures.Executor):
         except DispatcherClosed as exc:
             raise _closed(exc) from exc
         except TypeError as exc:
-            raise _unhashable_key(key, exc) from exc
+            raise _unhashable_key(key) from exc
 
     def for_key(self, key: Hashable) -> concurrent.futures.Executor:
         """An ``Executor`` view whose ``submit`` and ``map`` run under *key*.
@@ -148,7 +144,7 @@ class KeyedExecutor(concurrent.futures.Executor):
         try:
             hash(key)
         except TypeError as exc:
-            raise _unhashable_key(key, exc) from exc
+            raise _unhashable_key(key) from exc
         return _KeyView(self, key)
 
     def map(
@@ -231,7 +227,8 @@ class KeyedExecutor(concurrent.futures.Executor):
 
 def _results(futures: list[Future[_T]], end_time: float | None) -> Iterator[_T]:
     """``map``'s iterator: results in order; what is left is cancelled if abandoned."""
-    # Yield must hide the futures from the caller's frame, as Executor.map does.
+    # A generator of its own, so that map() has submitted every call before the
+    # first result is asked for, as Executor.map does.
     try:
         futures.reverse()
         while futures:

@@ -13,6 +13,11 @@ attribute protocol that ``concurrent.futures.wait``, ``as_completed`` and
 ``asyncio.wrap_future`` rely on: ``_state`` holds the standard state strings,
 ``_condition`` is a condition whose lock guards the state, and ``_waiters``
 is the list those functions add their waiters to (under that lock).
+
+One difference is deliberate: that lock is a plain ``Lock``, not the
+standard condition's ``RLock`` (cheaper to make and to take). Code that holds
+``future._condition`` must therefore not call the future's own methods
+meanwhile; ``concurrent.futures`` and ``asyncio`` never do.
 """
 
 from __future__ import annotations
@@ -240,6 +245,21 @@ class Future(concurrent.futures.Future[_T]):
             if state == FINISHED:
                 return self._exception
             raise _TimeoutError()
+
+    def _get_snapshot(self) -> tuple[bool, bool, Any, BaseException | None]:
+        """``(done, cancelled, result, exception)`` read at once, under the lock.
+
+        Newer asyncio versions read a finished future through this when they
+        copy its state into an asyncio future (``wrap_future``); the inherited
+        one would build the condition just for that.
+        """
+        with self._lock:
+            state = self._state
+            if state == FINISHED:
+                return True, False, self._result, self._exception
+            if state in _CANCELLED:
+                return True, True, None, None
+            return False, False, None, None
 
     # The following methods should only be used by Executors and in tests.
     def set_running_or_notify_cancel(self) -> bool:
