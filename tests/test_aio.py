@@ -281,6 +281,25 @@ def test_workers_are_tasks_only_while_needed(AsyncDispatcher: type) -> None:
     run(main)
 
 
+def test_a_parked_worker_ends_after_a_quiet_second(AsyncDispatcher: type) -> None:
+    async def handle(work: int) -> None:
+        pass
+
+    async def main() -> None:
+        ours = asyncio.all_tasks()
+        d = AsyncDispatcher(handle)
+        d.dispatch_nowait(1, "m")
+        assert await d.wait(WAIT)
+        assert len(asyncio.all_tasks() - ours) == 1  # parked, not closed
+        await until(lambda: not (asyncio.all_tasks() - ours), "the parked worker ended")
+        d.dispatch_nowait(2, "m")  # a new worker starts
+        assert await d.wait(WAIT)
+        assert d.stats().completed == 2
+        await d.aclose()
+
+    run(main)
+
+
 # -- results, errors ---------------------------------------------------------------
 
 
