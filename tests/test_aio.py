@@ -548,6 +548,30 @@ def test_async_with_closes_on_exit(AsyncDispatcher: type) -> None:
     run(main)
 
 
+def test_a_cancelled_aclose_leaves_the_dispatcher_closed_and_draining(
+    AsyncDispatcher: type,
+) -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        tracker = Tracker(gate)
+        d = AsyncDispatcher(tracker)
+        for seq in range(3):
+            d.dispatch_nowait(("m", seq), "m")
+        closing = asyncio.ensure_future(d.aclose())
+        await until(lambda: d.closed)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        with pytest.raises(DispatcherClosed):
+            d.dispatch_nowait(("m", 3), "m")
+        gate.set()
+        assert await d.aclose() == []
+        assert tracker.by_master["m"] == [0, 1, 2]
+        assert_identity(d.stats())
+
+    run(main)
+
+
 # -- capacity ---------------------------------------------------------------------
 
 
