@@ -281,6 +281,25 @@ def test_workers_are_tasks_only_while_needed(AsyncDispatcher: type) -> None:
     run(main)
 
 
+def test_a_parked_worker_ends_after_a_quiet_second(AsyncDispatcher: type) -> None:
+    async def handle(work: int) -> None:
+        pass
+
+    async def main() -> None:
+        ours = asyncio.all_tasks()
+        d = AsyncDispatcher(handle)
+        d.dispatch_nowait(1, "m")
+        assert await d.wait(WAIT)
+        assert len(asyncio.all_tasks() - ours) == 1  # parked, not closed
+        await until(lambda: not (asyncio.all_tasks() - ours), "the parked worker ended")
+        d.dispatch_nowait(2, "m")  # a new worker starts
+        assert await d.wait(WAIT)
+        assert d.stats().completed == 2
+        await d.aclose()
+
+    run(main)
+
+
 # -- results, errors ---------------------------------------------------------------
 
 
@@ -525,6 +544,30 @@ def test_async_with_closes_on_exit(AsyncDispatcher: type) -> None:
             d.dispatch_nowait(("m", 0), "m")
         assert d.closed
         assert tracker.by_master == {"m": [0]}
+
+    run(main)
+
+
+def test_a_cancelled_aclose_leaves_the_dispatcher_closed_and_draining(
+    AsyncDispatcher: type,
+) -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        tracker = Tracker(gate)
+        d = AsyncDispatcher(tracker)
+        for seq in range(3):
+            d.dispatch_nowait(("m", seq), "m")
+        closing = asyncio.ensure_future(d.aclose())
+        await until(lambda: d.closed)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        with pytest.raises(DispatcherClosed):
+            d.dispatch_nowait(("m", 3), "m")
+        gate.set()
+        assert await d.aclose() == []
+        assert tracker.by_master["m"] == [0, 1, 2]
+        assert_identity(d.stats())
 
     run(main)
 

@@ -199,7 +199,9 @@ cdef class Core:
         self._put(work, master, False, "dispatch_nowait")
 
     def submit_nowait(self, work, master):
-        loop = self.check_loop("submit_nowait")
+        if self._thread == 0 or PyThread_get_thread_ident() != self._thread:
+            self.check_loop("submit_nowait")
+        loop = self._loop
         future = loop.create_future()
         self._put(_Call(work, future), master, False, "submit_nowait")
         return future
@@ -212,7 +214,9 @@ cdef class Core:
             await self._put_waiting(work, <_Lane>lane, timeout)
 
     async def submit(self, work, master, timeout):
-        loop = self.check_loop("submit")
+        if self._thread == 0 or PyThread_get_thread_ident() != self._thread:
+            self.check_loop("submit")
+        loop = self._loop
         call = _Call(work, loop.create_future())
         lane = self._put(call, master, timeout != 0, "submit")
         if lane is not None:

@@ -174,7 +174,10 @@ class Core:
         self._put(work, master, False, "dispatch_nowait")
 
     def submit_nowait(self, work: Any, master: Hashable) -> asyncio.Future[Any]:
-        loop = self.check_loop("submit_nowait")
+        if self._thread == 0 or _get_ident() != self._thread:
+            self.check_loop("submit_nowait")
+        loop = self._loop
+        assert loop is not None
         future = loop.create_future()
         self._put(_Call(work, future), master, False, "submit_nowait")
         return future
@@ -189,7 +192,10 @@ class Core:
     async def submit(
         self, work: Any, master: Hashable, timeout: float | None
     ) -> asyncio.Future[Any]:
-        loop = self.check_loop("submit")
+        if self._thread == 0 or _get_ident() != self._thread:
+            self.check_loop("submit")
+        loop = self._loop
+        assert loop is not None
         call = _Call(work, loop.create_future())
         lane = self._put(call, master, timeout != 0, "submit")
         if lane is not None:

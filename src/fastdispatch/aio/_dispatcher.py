@@ -220,8 +220,11 @@ class AsyncDispatcher:
         return await self._core.wait(timeout)  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        """Stop intake now: later ``dispatch`` calls, and those waiting for room,
-        raise ``DispatcherClosed``. Accepted items still run; ``aclose`` waits."""
+        """Stop intake now; accepted items still run (``aclose`` waits for them).
+
+        Later ``dispatch`` calls, and those waiting for room, raise
+        ``DispatcherClosed``.
+        """
         if self._core.loop is not None:
             self._core.check_loop("close")
         if self._core.close() and self._debug:
