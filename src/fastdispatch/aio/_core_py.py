@@ -562,11 +562,11 @@ class Core:
             if self._closed:
                 return False
             self._closed = True
-        waiter = self._parked
-        if waiter is not None:
+        parked = self._parked
+        if parked is not None:
             self._parked = None
-            if not waiter.done():
-                waiter.set_result(False)
+            if not parked.done():
+                parked.set_result(False)
         for lane in list(self._lanes.values()):
             for waiter in lane.waiters or ():
                 if not waiter.done():
