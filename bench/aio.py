@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -401,8 +402,11 @@ def child(name: str, key: str, size_name: str) -> dict[str, Any]:
 def child_env(name: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTDISPATCH_")}
     env.update(FD_ENV.get(name, {}))
+    # The source tree only when fastdispatch is not installed: an installed copy (a wheel,
+    # `pip install .`) has the compiled cores, the source tree of such a checkout does not.
     src = REPO / "src"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    if importlib.util.find_spec("fastdispatch") is None and (src / "fastdispatch").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     env["PYTHONHASHSEED"] = "0"
     return env
 
