@@ -19,3 +19,14 @@ class QueueFull(queue.Full):
     With ``block=False`` at once, otherwise when ``timeout`` runs out; also at
     once when a worker of the same dispatcher would have to wait on itself.
     """
+
+
+# Message templates shared by both cores and the layer, so that the compiled
+# and the pure-Python core raise the very same words.
+UNHASHABLE_MASTER = "master must be hashable, got {master!r} (unhashable type {kind!r})"
+RETRY_ATTEMPTS = "Retry attempts must be an int >= 1, got {value!r}"
+RETRY_SECONDS = "Retry {name} must be a finite number of seconds >= 0, got {value!r}"
+RETRY_ON = (
+    "Retry retry_on must be an exception class or a tuple of exception classes, got {value!r}"
+)
+RETRY_OPTION = "retry must be None or a fastdispatch.Retry, got {value!r}"
