@@ -1185,8 +1185,16 @@ cdef class Core:
                 return
             mb = <_Mailbox>found
             fd_fetch_add(&self._npaused, -1)
-            ring_try_state(&mb.r, PAUSED, SCHEDULED)
-        self._schedule(mb)  # empty, its worker retires it
+            # Nothing held: free it now, as a worker frees a drained mailbox
+            # (a producer reserving meanwhile makes the kill fail).
+            if ring_try_kill(&mb.r, PAUSED):
+                mb = None
+            else:
+                ring_try_state(&mb.r, PAUSED, SCHEDULED)
+        if mb is None:
+            self._forget(<_Mailbox>found)
+        else:
+            self._schedule(mb)
 
     def paused(self):
         """The masters paused and not resumed."""
