@@ -534,6 +534,25 @@ def test_wait_for_one_master_does_not_wait_for_the_others(make: Any) -> None:
     assert d.wait(timeout=WAIT, master="slow") is True
 
 
+def test_wait_for_a_master_whose_items_were_all_cancelled(make: Any) -> None:
+    gate = make.gate()
+    handler = Blocker(gate)
+    d = make(handler, max_workers=1)
+    d.dispatch("block", "busy")
+    assert handler.started.wait(WAIT)
+    d.dispatch("x", "m")  # waits for the only worker
+    assert d.wait(timeout=0.01, master="m") is False
+    waiter = Call(lambda: d.wait(timeout=WAIT, master="m"))
+    assert waiter.started_call.wait(WAIT)
+    assert d.cancel("m") == ["x"]
+    assert waiter.finish() is True  # woken by the cancel, not by the worker
+    assert d.wait(timeout=0, master="m") is True
+    assert handler.handled == []
+    gate.set()
+    wait_ok(d)
+    assert handler.handled == ["block"]
+
+
 def test_wait_for_a_master_from_another_thread_wakes_when_it_drains(make: Any) -> None:
     gate = make.gate()
     handler = Blocker(gate)

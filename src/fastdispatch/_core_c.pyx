@@ -1162,6 +1162,7 @@ cdef class Core:
         cdef PyObject *p = NULL
         cdef _Mailbox mb
         cdef list futures = []
+        cdef bint retired
         cdef int found = fd_dict_get_ref(self._masters, master, &p)
         if found < 0:
             _raise_unhashable(master)
@@ -1170,10 +1171,19 @@ cdef class Core:
         mb = <_Mailbox>p
         Py_XDECREF(p)  # mb holds its own reference
         works = self._take(mb, futures)
+        # Nothing queued or running any more: free the mailbox now (its
+        # worker, if one holds it between two items, sees it DEAD and lets
+        # go), so that active_masters counts only masters with work.
+        fd_spin_lock(&mb.r.lock)
+        retired = fd_load(&mb.r.running) == 0 and ring_try_kill(&mb.r, SCHEDULED)
+        fd_spin_unlock(&mb.r.lock)
+        if retired:
+            self._forget(mb)
         for future in futures:
             future.cancel()
         if works:
             self._finish(len(works))
+            self._wake_idle_waiters()  # a wait(master=...) may wait for nothing now
         return works
 
     def resume(self, master):
@@ -1220,6 +1230,7 @@ cdef class Core:
         """Nothing unfinished (of master, unless None), paused masters' items aside."""
         cdef PyObject *p = NULL
         cdef int64_t state, unfinished, held = 0
+        cdef bint idle
         cdef _Mailbox mb
         cdef int found
         if master is None:
@@ -1240,7 +1251,13 @@ cdef class Core:
         mb = <_Mailbox>p
         Py_XDECREF(p)
         state = fd_load(&mb.r.word) & STATE_MASK
-        return state == DEAD or state == PAUSED
+        if state == DEAD or state == PAUSED:
+            return True
+        # Under the lock: a worker takes an item and marks it running in one step.
+        fd_spin_lock(&mb.r.lock)
+        idle = ring_queued(&mb.r) == 0 and fd_load(&mb.r.running) == 0
+        fd_spin_unlock(&mb.r.lock)
+        return idle
 
     def wait(self, timeout=None, master=None):
         """Block until every accepted item (of master, unless None) has

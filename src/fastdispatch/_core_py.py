@@ -881,6 +881,16 @@ class Core:
             if mb is None:
                 return []
             works = self._take(mb, futures)
+            if not mb and self._paused.get(master) is not mb:
+                # Emptied while waiting on the ready queue: free it now, so
+                # that wait(master=...) does not wait for a worker to do it.
+                ready = self._ready
+                for i, waiting in enumerate(ready):
+                    if waiting is mb:
+                        if id(mb) not in self._retries:
+                            del ready[i]
+                            self._retire(mb)
+                        break
             if self._idle_waiters:
                 self._idle_cond.notify_all()
         for future in futures:  # outside the lock: done-callbacks run user code
