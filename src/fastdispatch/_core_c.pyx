@@ -834,7 +834,7 @@ cdef class Core:
             # stayed 1 all along: it is the master's running item).
             done = 1
             rc = self._run_retry(mb, slot)
-            if rc != RUN_RETRY:
+            if rc == RUN_OK:
                 fd_store(&r.running, 0)
         while rc == RUN_OK:
             if done >= C_BATCH:
@@ -868,7 +868,9 @@ cdef class Core:
             item = <object>p
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
             rc = self._run_item(mb, item, slot)
-            if rc != RUN_RETRY:
+            # Otherwise the master stays "running" until _let_go has parked
+            # it: neither cancel() nor close() may retire it in between.
+            if rc == RUN_OK:
                 fd_store(&r.running, 0)
             item = None
         if rc == RUN_RETRY:
@@ -981,17 +983,20 @@ cdef class Core:
         hands it back) or pauses. True if it went back on the ready queue."""
         cdef list futures
         cdef list works
+        cdef bint paused = False
         if rc == RUN_RETRY:
+            # r.running stays 1: the item between runs is the master's running item.
             self._timer_schedule(self._retry.delay(mb.runs - 1), self._retry_due, mb)
             return False
         with self._control:
-            # (close() may have retired the mailbox, empty, in between.)
-            if not (fd_load(&self._intake) & CLOSED) and ring_try_state(
-                    &mb.r, SCHEDULED, PAUSED):
-                self._paused[mb.master] = mb
-                fd_fetch_add(&self._npaused, 1)
-                mb = None
-        if mb is None:
+            if not (fd_load(&self._intake) & CLOSED):
+                # SCHEDULED for sure: nobody retires a mailbox whose item runs.
+                paused = ring_try_state(&mb.r, SCHEDULED, PAUSED)
+                if paused:
+                    self._paused[mb.master] = mb
+                    fd_fetch_add(&self._npaused, 1)
+        fd_store(&mb.r.running, 0)
+        if paused:
             self._wake_idle_waiters()  # wait() does not wait for a paused master
             return False
         # After close nobody could resume the master: its items are

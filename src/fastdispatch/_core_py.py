@@ -550,7 +550,13 @@ class Core:
                         self._ready_cond.notify()
                 raise
             if stop is not None:
-                mb = self._let_go(mb, stop)
+                self._let_go(mb, stop)
+                mb = None  # a parked worker must not keep a master alive
+                lock.acquire()
+                try:
+                    mb = self._next_mailbox()
+                finally:
+                    lock.release()
                 continue
             # Hand the mailbox back and take the next one in one critical
             # section. The common cases of _hand_back/_retire/_next_mailbox are
@@ -610,9 +616,8 @@ class Core:
             self._report(exc, item, mb.master)
         return _PAUSE if self._pause_on_error else False
 
-    def _let_go(self, mb: _Mailbox, stop: object) -> _Mailbox | None:
-        """The worker stops serving *mb* (it waits for a retry, or pauses);
-        return the next mailbox to serve."""
+    def _let_go(self, mb: _Mailbox, stop: object) -> None:
+        """The worker stops serving *mb*: it waits for a retry, or pauses."""
         futures: list[Future[Any]] = []
         if stop is _RETRY:
             runs = self._retries[id(mb)][1]  # only this worker touches it now
@@ -620,8 +625,7 @@ class Core:
                 self._held -= 1
             assert self._retry is not None and self._schedule is not None
             self._schedule(self._retry.delay(runs - 1), self._retry_due, mb)
-            with self._lock:
-                return self._next_mailbox()
+            return
         with self._lock:
             self._held -= 1
             if self._closed:
@@ -636,13 +640,8 @@ class Core:
                 self._paused[mb.master] = mb
                 if self._idle_waiters:
                     self._idle_cond.notify_all()  # wait() does not wait for it
-            mb = self._next_mailbox() if not futures else None
-        if futures:
-            for future in futures:  # outside the lock: done-callbacks run user code
-                future.cancel()
-            with self._lock:
-                mb = self._next_mailbox()
-        return mb
+        for future in futures:  # outside the lock: done-callbacks run user code
+            future.cancel()
 
     def _retry_due(self, mb: _Mailbox) -> None:
         """The timer: *mb*'s wait before its next run is over, queue it again."""
