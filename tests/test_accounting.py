@@ -13,7 +13,7 @@ def test_stats_is_a_dispatcher_stats(make: Any) -> None:
     d = make(lambda w: None)
     s = d.stats()
     assert isinstance(s, DispatcherStats)
-    assert tuple(s) == (0, 0, 0, 0, 0, 0, 0, 0)
+    assert tuple(s) == (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_identity_after_a_mixed_run(make: Any) -> None:

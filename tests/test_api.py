@@ -199,6 +199,8 @@ def test_dispatcher_stats_fields() -> None:
         "running",
         "active_masters",
         "workers",
+        "retried",
+        "paused_masters",
     )
     assert issubclass(fastdispatch.DispatcherStats, tuple)
 

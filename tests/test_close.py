@@ -341,7 +341,7 @@ def test_close_with_nothing_dispatched(make: Any) -> None:
     d = make(lambda w: None)
     assert d.close() == []
     s = d.stats()
-    assert tuple(s) == (0, 0, 0, 0, 0, 0, 0, 0)
+    assert tuple(s) == (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_cancel_pending_handles_many_masters(make: Any) -> None:

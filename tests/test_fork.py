@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from fastdispatch import DispatcherClosed
-from helpers import WAIT, Recorder, wait_ok
+from fastdispatch import DispatcherClosed, Retry
+from helpers import WAIT, Recorder, until, wait_ok
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
@@ -131,7 +131,8 @@ def test_forked_child_sees_a_closed_inert_dispatcher(make: Any) -> None:
     assert report["close_cancel"] == "[]"
     assert report["pending_a"] == 0
     for key in ("stats", "stats_after"):
-        dispatched, completed, failed, cancelled, pending, running, active, workers = report[key]
+        stats = report[key][:8]
+        dispatched, completed, failed, cancelled, pending, running, active, workers = stats
         assert dispatched == before.dispatched == 6
         assert (completed, failed) == (before.completed, before.failed)
         assert cancelled == 6, "inherited queued and running work counts as cancelled"
@@ -148,6 +149,48 @@ def test_forked_child_sees_a_closed_inert_dispatcher(make: Any) -> None:
     assert (s.dispatched, s.completed, s.cancelled) == (7, 7, 0)
 
 
+def test_fork_during_a_backoff_and_a_pause(make: Any) -> None:
+    runs: list[Any] = []
+
+    def handler(work: Any) -> None:
+        runs.append(work)
+        if work == "p":
+            raise KeyError(work)  # not retried: pauses its master
+        if work == "a" and runs.count("a") == 1:
+            raise ValueError(work)  # retried after the backoff
+
+    d = make(
+        handler,
+        retry=Retry(attempts=2, backoff=1.0, retry_on=ValueError),
+        pause_on_error=True,
+        on_error=lambda *args: None,
+    )
+    d.dispatch("a", "m")
+    d.dispatch("p", "q")
+    d.dispatch("x", "q")
+    until(lambda: d.stats().retried == 1 and d.paused() == {"q"}, what="backoff and pause")
+
+    def child() -> dict[str, Any]:
+        out = inspect_in_child(d)
+        out["paused"] = sorted(d.paused())
+        return out
+
+    report = fork_and_report(child)
+    assert report["wait"] is True and report["close"] == "[]"
+    assert report["paused"] == [] and report["threads"] == 1  # no timer, no worker
+    dispatched, completed, failed, cancelled, pending, running = report["stats_after"][:6]
+    assert (dispatched, completed, failed) == (3, 0, 1)
+    assert (cancelled, pending, running) == (2, 0, 0), "inherited work counts as cancelled"
+
+    # the parent's backoff and pause go on
+    assert d.stats().running == 1
+    wait_ok(d)
+    assert runs.count("a") == 2 and "x" not in runs
+    d.resume("q")
+    wait_ok(d)
+    assert runs[-1] == "x"
+
+
 def test_forked_child_of_idle_dispatcher(make: Any) -> None:
     d = make(lambda w: None, max_workers=2)
     for i in range(20):
@@ -157,7 +200,7 @@ def test_forked_child_of_idle_dispatcher(make: Any) -> None:
     assert report["dispatch"].startswith("closed: ")
     assert report["wait"] is True and report["close"] == "[]"
     assert report["stats"][:4] == [20, 20, 0, 0]
-    assert report["stats"][4:] == [0, 0, 0, 0]
+    assert report["stats"][4:] == [0, 0, 0, 0, 0, 0]
     d.dispatch(1, "after-fork")
     wait_ok(d)
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import pytest
 
-from fastdispatch import DispatcherClosed, QueueFull
-from helpers import WAIT
+from fastdispatch import DispatcherClosed, QueueFull, Retry
+from helpers import WAIT, until
 
 FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
 ROUNDS = 1000
@@ -385,3 +385,72 @@ def test_masters_of_many_types_balance(make: Any) -> None:
     drained(d)
     for i in range(len(masters)):  # not zip(): its cached result tuple holds a reference
         settle_refcount(masters[i], base[i], f"master {masters[i]!r}")
+
+
+def _control_trip(name: str, d: Any, work: Any, master: Any, h: Handler) -> None:
+    """Send *work* (which fails) and *master* through a per-master control path."""
+    n = ROUNDS // 10
+    if name == "retry":  # every item runs three times, through the backoff timer
+        for _ in range(n):
+            d.dispatch(work, master)
+        futures = [d.submit(work, master) for _ in range(n)]
+        for f in futures:
+            assert isinstance(f.exception(WAIT), Boom)
+        del futures, f
+    elif name == "pause-resume":
+        for _ in range(n):
+            d.dispatch(work, master)
+            future = d.submit(work, master)  # held by the pause the first one causes
+            assert d.wait(WAIT, master=master)
+            d.resume(master)
+            assert isinstance(future.exception(WAIT), Boom)
+            assert d.wait(WAIT, master=master)
+            d.resume(master)
+        del future
+    elif name == "cancel":
+        h.gate.clear()
+        d.dispatch(Work(), master)  # holds the worker
+        until(lambda: d.stats().running == 1, what="the holding item to start")
+        for _ in range(n):
+            d.dispatch(work, master)
+            d.submit(work, master)
+        taken = d.cancel(master)
+        assert len(taken) == 2 * n
+        h.gate.set()
+        del taken
+    elif name == "pause-close":
+        d.dispatch(work, master)
+        for _ in range(n):
+            d.dispatch(work, master)
+            d.submit(work, master)
+        assert d.wait(WAIT)
+        returned = d.close()
+        assert len(returned) == 2 * n
+        del returned
+    else:  # pragma: no cover
+        raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["retry", "pause-resume", "cancel", "pause-close"])
+def test_refcounts_balance_under_per_master_control(make: Any, name: str) -> None:
+    work = Work(fail=True)
+    master = Key()
+    h = Handler()
+    d = make(
+        h,
+        max_workers=2,
+        on_error=h.on_error,
+        retry=Retry(attempts=3, backoff=0) if name == "retry" else None,
+        pause_on_error=name.startswith("pause"),
+    )
+    d.dispatch(Work(), Key())  # start the workers before taking the baseline
+    drained(d)
+    gc.collect()
+    base_work, base_master = refcount(work), refcount(master)
+    _control_trip(name, d, work, master, h)
+    drained(d)
+    h.errors.clear()
+    gc.collect()
+    settle_refcount(work, base_work, f"work after {name}")
+    settle_refcount(master, base_master, f"master after {name}")
+    assert d.stats().active_masters == 0

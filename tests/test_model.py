@@ -1,7 +1,8 @@
 """Model-based test: the dispatcher against a sequential model of its contract.
 
 Hypothesis drives random sequences of dispatch / submit / dispatch_many /
-pending / stats / wait / close(cancel_pending) and bad input, on both cores,
+pending / stats / wait / wait(master=) / cancel(master) /
+close(cancel_pending) and bad input, on both cores,
 and compares every observable result with a model that is exact.
 
 Making the model exact: every handler blocks on a *gate* that is closed
@@ -335,6 +336,25 @@ class DispatcherMachine(RuleBasedStateMachine):
     @rule()
     def wait_short(self) -> None:
         assert self.d.wait(timeout=0.01) is (self.outstanding() == 0)
+
+    @rule(master=st.sampled_from([*MASTERS, "never-used"]))
+    def wait_master(self, master: Any) -> None:
+        busy = bool(self.queued.get(master)) or master in self.running
+        assert self.d.wait(timeout=0.01, master=master) is not busy
+
+    @rule(master=st.sampled_from([*MASTERS, "never-used"]))
+    def cancel_master(self, master: Any) -> None:
+        """cancel(master) takes exactly the queued items, FIFO; the running one stays."""
+        queue = self.queued.get(master, deque())
+        assert self.d.cancel(master) == list(queue)
+        for job in queue:
+            self.cancelled += 1
+            self.expect_order[master].remove(job.id)
+            fut = self.futures.pop(job.id, None)
+            if fut is not None:
+                assert fut.cancelled()
+        queue.clear()
+        self.settle()
 
     @rule()
     def release(self) -> None:

@@ -22,6 +22,11 @@ Invariants checked after every round:
   in dispatch order, and every handled item precedes every returned one;
 * mutual exclusion: no master ever ran on two workers at once;
 * futures and ``on_error`` agree with what the handler did;
+* retries run in position: a retried item's runs are back to back in its
+  master's order, exactly ``attempts`` runs for an item that keeps failing,
+  two for one that fails once; ``stats().retried`` counts the extra runs;
+* ``cancel(master)`` (from a control thread, with pauses and resumes going
+  on) returns each item at most once, FIFO, never one that ran;
 * the accounting identity (docs/design.md), with every counter equal to what the
   producers observed, and ``pending == running == active_masters ==
   workers == 0`` after ``close``;
@@ -49,7 +54,7 @@ from typing import Any
 
 import pytest
 
-from fastdispatch import DispatcherClosed, QueueFull
+from fastdispatch import DispatcherClosed, QueueFull, Retry
 
 QUICK_SECONDS = float(os.environ.get("FASTDISPATCH_STRESS_QUICK_SECONDS", "3"))
 LONG_SECONDS = float(os.environ.get("FASTDISPATCH_STRESS_SECONDS", "60"))
@@ -76,7 +81,7 @@ class Item:
 
     uid: tuple[str, int]
     master: Any
-    fail: str | None  # None, "exc" or "base"
+    fail: str | None  # None, "exc", "base" or "once" (fails its first run only)
     child: tuple[Any, str, str | None] | None = None  # (master, op, fail) of a follow-up
 
 
@@ -95,8 +100,12 @@ class Totals:
     queue_full: int = 0
     closed_while_blocked: int = 0
     mid_flight_closes: int = 0
+    retried: int = 0
+    pauses: int = 0
+    master_cancels: int = 0
     lost: int = 0
     duplicated: int = 0
+    reordered: int = 0
 
     def add(self, other: Totals) -> None:
         for name in self.__dataclass_fields__:
@@ -130,6 +139,9 @@ class Shape:
     close_kind: str
     handler_as_object: bool
     yield_in_handler: bool  # let other threads run mid-handler, so overlaps show
+    retry: tuple[int, float] | None  # (attempts, backoff) of a Retry on Boom
+    pause_on_error: bool
+    control_cancels: bool  # a control thread cancel()s masters while the round runs
 
     @classmethod
     def draw(cls, seed: int) -> Shape:
@@ -164,7 +176,20 @@ class Shape:
             close_kind=rng.choice(["close", "cancel", "nowait_then_cancel", "nowait_then_wait"]),
             handler_as_object=rng.random() < 0.5,
             yield_in_handler=rng.random() < 0.5,
+            retry=rng.choice([None, None, (2, 0.0), (3, 0.0005)]),
+            pause_on_error=rng.random() < 0.3,
+            control_cancels=rng.random() < 0.3,
         )
+
+    def runs(self, item: Item) -> int:
+        """How many times *item* runs, once it runs."""
+        if self.retry is None or item.fail not in ("exc", "once"):
+            return 1
+        return self.retry[0] if item.fail == "exc" else 2
+
+    def fails(self, item: Item) -> bool:
+        """Whether *item*'s last run fails (reaches on_error or its future)."""
+        return item.fail in ("exc", "base") or (item.fail == "once" and self.retry is None)
 
 
 class Round:
@@ -187,6 +212,8 @@ class Round:
         self.futures: dict[tuple[str, int], Future[Any]] = {}
         self.user_cancelled: set[tuple[str, int]] = set()
         self.returned: list[tuple[Any, Any]] = []
+        self.master_cancelled: list[tuple[Any, Any]] = []  # from cancel(master)
+        self.pauses = 0
         self.violations: list[str] = []
         self.stalls = 0
         self.queue_full = 0
@@ -215,6 +242,7 @@ class Round:
                 self.overlaps.append((master, item.uid))
             self.running[master] += 1
             self.handled[item.uid] += 1
+            run = self.handled[item.uid]
             self.order[master].append(item.uid)
         try:
             if self.shape.yield_in_handler:
@@ -224,7 +252,7 @@ class Round:
                     self.stalls += 1
             if item.child is not None:
                 self._dispatch_child(*item.child)
-            if item.fail == "exc":
+            if item.fail == "exc" or (item.fail == "once" and run == 1):
                 raise Boom(item.uid)
             if item.fail == "base":
                 raise BaseBoom(item.uid)
@@ -312,7 +340,7 @@ class Round:
             master = rng.choice(s.hot) if hot else rng.choice(s.cold)
             fail = None
             if rng.random() < s.fail_rate:
-                fail = "base" if rng.random() < s.base_fail_share else "exc"
+                fail = "base" if rng.random() < s.base_fail_share else rng.choice(["exc", "once"])
             child = None
             if rng.random() < s.child_rate:
                 child_fail = "exc" if rng.random() < s.fail_rate else None
@@ -449,19 +477,44 @@ class Round:
         elif s.close_kind == "cancel":
             self.returned += d.close(cancel_pending=True)
         elif s.close_kind == "nowait_then_cancel":
-            got = d.close(wait=False)
-            if got != []:
-                self._violation(f"close(wait=False) returned {len(got)} items")
+            self.returned += self._close_nowait(d)
             time.sleep(self.rng.choice([0.0, 0.001, 0.01]))
             self.returned += d.close(cancel_pending=True)
         else:
-            got = d.close(wait=False)
-            if got != []:
-                self._violation(f"close(wait=False) returned {len(got)} items")
+            self.returned += self._close_nowait(d)
             if not d.wait(HANG):
                 self._violation("wait() after close(wait=False) timed out")
-        if d.close() != []:
+        got = d.close()
+        if got and not s.pause_on_error:
             self._violation("a second close() returned items")
+        # With pause_on_error a master that failed after the first close
+        # had its items cancelled by its worker; the next close returns them.
+        self.returned += got
+
+    def _close_nowait(self, d: Any) -> list[tuple[Any, Any]]:
+        """close(wait=False): only paused masters' items come back."""
+        got: list[tuple[Any, Any]] = d.close(wait=False)
+        if got and not self.shape.pause_on_error:
+            self._violation(f"close(wait=False) returned {len(got)} items")
+        return got
+
+    def controller(self, stop: threading.Event) -> None:
+        """Resumes paused masters and cancels masters while the round runs."""
+        d, s = self.dispatcher, self.shape
+        rng = random.Random(s.seed ^ 0xC0)
+        watch = s.hot + s.cold[:3]
+        try:
+            while not stop.wait(0.001):
+                if s.pause_on_error and rng.random() < 0.7:
+                    for master in d.paused():
+                        self.pauses += 1
+                        d.resume(master)
+                if s.control_cancels and rng.random() < 0.2:
+                    master = rng.choice(watch)
+                    works = d.cancel(master)
+                    self.master_cancelled += [(w, master) for w in works]
+        except BaseException as exc:
+            self._violation(f"controller crashed: {exc!r}")
 
     def monitor(self, stop: threading.Event) -> None:
         """Samples counters while the round runs: never negative, never over capacity."""
@@ -494,6 +547,8 @@ class Round:
             capacity=s.capacity,
             on_error=self.on_error,
             thread_name_prefix=prefix,
+            retry=None if s.retry is None else Retry(*s.retry, retry_on=Boom),
+            pause_on_error=s.pause_on_error,
         )
         start = threading.Barrier(s.producers + 1)
         producers = [
@@ -504,6 +559,9 @@ class Round:
         closer = threading.Thread(target=self.closer, args=(producers_done,), name="closer")
         stop_monitor = threading.Event()
         monitor = threading.Thread(target=self.monitor, args=(stop_monitor,), name="monitor")
+        controller = threading.Thread(
+            target=self.controller, args=(stop_monitor,), name="controller"
+        )
         # Gated handlers hold every worker until the gate opens, so queues fill
         # and (with a capacity) producers block; the gate opens on a timer, or
         # when close begins, whichever is first.
@@ -514,6 +572,7 @@ class Round:
                 t.start()
             closer.start()
             monitor.start()
+            controller.start()
             start.wait(HANG)
             for t in producers:
                 self._join(t)
@@ -529,6 +588,7 @@ class Round:
             self.close_started.set()
             d.close(wait=False)
         self._join(monitor)
+        self._join(controller)
         self._join_workers(prefix)
         return self.check()
 
@@ -563,13 +623,24 @@ class Round:
                 v.append(f"close returned a foreign pair {pair!r}")
                 continue
             returned_uids.append(work.uid)
-        returned = set(returned_uids)
+        taken_uids: list[tuple[str, int]] = []  # by cancel(master)
+        for pair in self.master_cancelled:
+            work, master = pair
+            if not isinstance(work, Item) or master != work.master:
+                v.append(f"cancel returned a foreign item {pair!r}")
+                continue
+            taken_uids.append(work.uid)
+        returned = set(returned_uids) | set(taken_uids)
         accepted = set(self.accepted)
         handled = set(self.handled)
         cancelled = returned | (self.user_cancelled & accepted)
 
-        duplicated = [u for u, n in self.handled.items() if n > 1]
-        duplicated += [u for u, n in Counter(returned_uids).items() if n > 1]
+        duplicated = [
+            u
+            for u, n in self.handled.items()
+            if u in self.accepted and n != s.runs(self.accepted[u])
+        ]
+        duplicated += [u for u, n in Counter(returned_uids + taken_uids).items() if n > 1]
         duplicated += sorted(handled & returned)
         duplicated += sorted(handled & self.user_cancelled)
         invented = (handled | returned) - accepted
@@ -581,10 +652,11 @@ class Round:
         if lost:
             v.append(f"{len(lost)} accepted items lost: {sorted(lost)[:5]}")
 
-        v += self._check_order(returned_uids)
+        v += self._check_order(returned_uids) + self._check_cancels(taken_uids)
         v += self._check_outcomes(returned)
 
-        failed = {u for u in handled & accepted if self.accepted[u].fail}
+        failed = {u for u in handled & accepted if s.fails(self.accepted[u])}
+        retried = sum(s.runs(self.accepted[u]) - 1 for u in handled & accepted)
         st = d.stats()
         expected = {
             "dispatched": len(accepted),
@@ -595,6 +667,8 @@ class Round:
             "running": 0,
             "active_masters": 0,
             "workers": 0,
+            "retried": retried,
+            "paused_masters": 0,
         }
         for name, want in expected.items():
             if getattr(st, name) != want:
@@ -619,6 +693,9 @@ class Round:
             queue_full=self.queue_full,
             closed_while_blocked=self.closed_while_blocked,
             mid_flight_closes=int(s.close_at is not None),
+            retried=retried,
+            pauses=self.pauses,
+            master_cancels=len(taken_uids),
         )
 
     def _check_order(self, returned_uids: list[tuple[str, int]]) -> list[str]:
@@ -626,7 +703,12 @@ class Round:
         v = []
         last_handled: dict[tuple[str, Any], int] = {}
         for master, uids in self.order.items():
-            for tag, seq in uids:
+            previous = None
+            for uid in uids:
+                if uid == previous:
+                    continue  # a retry: the same item again, back to back
+                previous = uid
+                tag, seq = uid
                 key = (tag, master)
                 if last_handled.get(key, -1) >= seq:
                     v.append(f"master {master!r}: {tag} #{seq} ran after #{last_handled[key]}")
@@ -642,6 +724,20 @@ class Round:
             if last_handled.get(key, -1) >= uid[1]:
                 v.append(f"{uid} was returned but a later item of its master ran")
             last_returned[key] = uid[1]
+        return v[:10]
+
+    def _check_cancels(self, taken_uids: list[tuple[str, int]]) -> list[str]:
+        """cancel(master) returned each master's items FIFO (per dispatching thread)."""
+        v = []
+        last: dict[tuple[str, Any], int] = {}
+        for uid in taken_uids:
+            item = self.accepted.get(uid)
+            if item is None:
+                continue
+            key = (uid[0], item.master)
+            if last.get(key, -1) >= uid[1]:
+                v.append(f"cancel returned {uid} after #{last[key]} (not FIFO)")
+            last[key] = uid[1]
         return v[:10]
 
     def _check_outcomes(self, returned: set[tuple[str, int]]) -> list[str]:
@@ -660,9 +756,10 @@ class Round:
             ran = uid in self.handled
             if fut is None:  # dispatched: failures go to on_error
                 exc = errors_for.pop(uid, None)
-                if ran and item.fail and not isinstance(exc, (Boom, BaseBoom)):
+                fails = self.shape.fails(item)
+                if ran and fails and not isinstance(exc, (Boom, BaseBoom)):
                     v.append(f"on_error not called for failing {uid} (got {exc!r})")
-                if exc is not None and not (ran and item.fail):
+                if exc is not None and not (ran and fails):
                     v.append(f"on_error called for {uid} which did not fail")
                 continue
             if uid in errors_for:
@@ -674,8 +771,8 @@ class Round:
                     v.append(f"future of cancelled {uid} is not cancelled")
             elif fut.cancelled():
                 v.append(f"future of {uid} cancelled, but the item ran")
-            elif item.fail:
-                want = Boom if item.fail == "exc" else BaseBoom
+            elif self.shape.fails(item):
+                want = BaseBoom if item.fail == "base" else Boom
                 if not isinstance(fut.exception(0), want):
                     v.append(f"future of {uid}: {fut.exception(0)!r}, expected {want}")
             elif fut.result(0) != uid:
@@ -759,4 +856,6 @@ def test_shapes_cover_the_space() -> None:
     assert any(s.base_fail_share and s.fail_rate for s in shapes)
     assert any(s.child_rate and s.capacity for s in shapes)
     assert any(s.max_workers == 1 for s in shapes) and any(s.max_workers is None for s in shapes)
+    assert any(s.retry and s.fail_rate for s in shapes)
+    assert any(s.pause_on_error and s.fail_rate and s.control_cancels for s in shapes)
     assert Shape.draw(7) == Shape.draw(7)  # a seed replays its shape

@@ -9,6 +9,7 @@ hello
 ``"python"`` (pure Python; ``FASTDISPATCH_NO_EXTENSIONS=1`` selects it).
 """
 
+from ._control import Retry
 from ._core import IMPLEMENTATION
 from ._dispatcher import Dispatcher, NewDispatcher
 from ._errors import DispatcherClosed, QueueFull
@@ -26,6 +27,7 @@ __all__ = [
     "Master",
     "NewDispatcher",
     "QueueFull",
+    "Retry",
     "Work",
     "__version__",
 ]

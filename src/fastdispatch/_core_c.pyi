@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from ._control import Retry
+
 #: A worker hands a master back after at most this many items (fairness).
 BATCH: int
 
@@ -25,6 +27,9 @@ class Core:
         spawn: Callable[[], object],
         capacity: int | None,
         max_workers: int,
+        retry: Retry | None = None,
+        pause_on_error: bool = False,
+        schedule: Callable[[float, Callable[[Any], object], Any], object] | None = None,
     ) -> None:
         """Arguments are already validated by the layer.
 
@@ -37,6 +42,13 @@ class Core:
         ``run_worker()``. The core only asks while fewer than ``max_workers``
         are live and no worker is parked; if ``spawn`` raises, the core takes
         its count back and re-raises.
+
+        ``retry``: a failing item whose exception matches ``retry.retry_on``
+        is kept (counted running) and its mailbox handed to
+        ``schedule(delay, fn, arg)``, which must call ``fn(arg)`` after
+        ``delay`` seconds on some thread (the layer's timer); the item then
+        runs before the master's next one. ``pause_on_error``: an item's
+        final failure pauses its master until ``resume``.
         """
 
     # -- intake (the hot path) ------------------------------------------
@@ -79,14 +91,32 @@ class Core:
         cancelled, cancel its future, return ``(work, master)`` pairs (FIFO
         within a master)."""
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every accepted item has finished; False on timeout."""
+    def cancel_paused(self) -> list[tuple[Any, Hashable]]:
+        """Take the queued items of every paused master out (they never run
+        after close) and retire its mailbox; also return what workers
+        cancelled for masters that failed after close. Pairs as
+        ``cancel_pending``."""
+
+    def wait(self, timeout: float | None = None, master: Hashable = None) -> bool:
+        """Block until every accepted item (of master, unless None) has
+        finished, paused masters' items aside; False on timeout."""
 
     def after_fork_in_child(self, reason: str) -> None:
         """Make the copy inherited by a forked child closed and inert."""
 
+    # -- per-master control (masters already checked hashable) -----------
+    def cancel(self, master: Hashable) -> list[Any]:
+        """Take master's queued, not started items out (FIFO), counted
+        cancelled, futures cancelled; never the running item."""
+
+    def resume(self, master: Hashable) -> None:
+        """A paused master runs again; any other master is left alone."""
+
+    def paused(self) -> frozenset[Hashable]:
+        """The masters paused and not resumed."""
+
     # -- introspection ----------------------------------------------------
     def pending(self, master: Hashable) -> int: ...
-    def stats(self) -> tuple[int, int, int, int, int, int, int, int]:
+    def stats(self) -> tuple[int, int, int, int, int, int, int, int, int, int]:
         """``(dispatched, completed, failed, cancelled, pending, running,
-        active_masters, workers)``."""
+        active_masters, workers, retried, paused_masters)``."""

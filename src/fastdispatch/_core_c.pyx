@@ -99,6 +99,7 @@ cdef enum:
     IDLE = 0
     SCHEDULED = 1
     DEAD = 2
+    PAUSED = 3         # held by pause_on_error: producers append, nobody schedules it
     STATE_MASK = 3
     COUNT_ONE = 4
 
@@ -114,6 +115,12 @@ cdef enum:
     PUT_CLOSED = 1
     PUT_FULL = 2
     PUT_DEAD = 3
+
+# What one run of an item leaves for its mailbox.
+cdef enum:
+    RUN_OK = 0         # finished (or failed for good): go on with the queue
+    RUN_RETRY = 1      # failed, runs again after a backoff: the timer takes the mailbox
+    RUN_PAUSE = 2      # failed for good under pause_on_error: the master pauses
 
 cdef enum:
     FIRST_CHUNK = 4  # most masters hold few items: small first (inside the mailbox), doubling
@@ -183,8 +190,9 @@ cdef inline int64_t ring_queued(Ring *r) noexcept nogil:
 
 
 cdef inline int64_t ring_reserve(Ring *r, int64_t capacity) noexcept nogil:
-    """Reserve the next sequence number and mark the ring SCHEDULED: the old
-    word (its sequence number is old >> 2), or -1 if DEAD, -2 if full."""
+    """Reserve the next sequence number and mark the ring SCHEDULED (a PAUSED
+    one stays PAUSED): the old word (its sequence number is old >> 2), or -1
+    if DEAD, -2 if full."""
     cdef int64_t w = fd_load(&r.word)
     while True:
         if (w & STATE_MASK) == DEAD:
@@ -193,7 +201,8 @@ cdef inline int64_t ring_reserve(Ring *r, int64_t capacity) noexcept nogil:
         # never over capacity.
         if capacity >= 0 and (w >> 2) - fd_load(&r.taken) >= capacity:
             return -2
-        if fd_cas(&r.word, &w, (w & ~(<int64_t>STATE_MASK)) + COUNT_ONE + SCHEDULED):
+        # IDLE | SCHEDULED = SCHEDULED, PAUSED | SCHEDULED = PAUSED.
+        if fd_cas(&r.word, &w, (w + COUNT_ONE) | SCHEDULED):
             return w
 
 
@@ -265,6 +274,16 @@ cdef inline void ring_reclaim(Ring *r) noexcept nogil:
         c = r.oldest
         r.oldest = c.next
         chunk_free(c)
+
+
+cdef inline bint ring_try_state(Ring *r, int64_t from_state, int64_t to_state) noexcept nogil:
+    """from_state -> to_state, keeping the count (producers may reserve
+    meanwhile); False if the ring is not in from_state."""
+    cdef int64_t w = fd_load(&r.word)
+    while (w & STATE_MASK) == from_state:
+        if fd_cas(&r.word, &w, (w & ~(<int64_t>STATE_MASK)) | to_state):
+            return True
+    return False
 
 
 cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
@@ -385,6 +404,10 @@ cdef class _Mailbox:
     """One active master's queue."""
     cdef object master
     cdef Ring r
+    # An item between two runs under retry (runs > 0: it ran that many
+    # times): the worker that takes the mailbox next runs it first.
+    cdef object retry_item
+    cdef int64_t runs
     # Most mailboxes live and die within their first few items (S1, S3):
     # their only chunk comes with the object, not from a separate allocation.
     cdef Chunk first
@@ -460,13 +483,35 @@ cdef class Core:
     cdef object _idle_cond
     cdef set _worker_idents
     cdef object _reason
+    # Per-master control. The options cost nothing unless an item fails.
+    cdef object _retry
+    cdef int64_t _retry_attempts
+    cdef object _retry_on
+    cdef bint _pause_on_error
+    cdef object _timer_schedule
+    cdef int64_t _backoff      # atomic: items between two runs (count as running)
+    cdef int64_t _retried      # atomic
+    cdef int64_t _npaused      # atomic: len(_paused), for readers without the lock
+    cdef object _control       # lock of _paused and _late
+    cdef dict _paused          # master -> its PAUSED mailbox
+    cdef list _late            # (work, master) cancelled by a failure after close
 
     def __cinit__(self):
         rq_init(&self._rq)
         if fd_mutex_init(&self._rq.lock) != 0 or fd_event_init(&self._event) != 0:
             raise MemoryError("cannot initialise the dispatcher's locks")
 
-    def __init__(self, handler, on_error, spawn, capacity, max_workers):
+    def __init__(self, handler, on_error, spawn, capacity, max_workers,
+                 retry=None, pause_on_error=False, schedule=None):
+        self._retry = retry
+        if retry is not None:
+            self._retry_attempts = retry.attempts
+            self._retry_on = retry.retry_on
+        self._pause_on_error = pause_on_error
+        self._timer_schedule = schedule
+        self._control = threading.Lock()
+        self._paused = {}
+        self._late = []
         self._handler = handler
         self._on_error = on_error
         self._spawn = spawn
@@ -597,12 +642,16 @@ cdef class Core:
         fd_fetch_add(&self._intake, -INFLIGHT_ONE)
         if (old & STATE_MASK) == IDLE:
             self._schedule(mb)
+        elif (old & STATE_MASK) == PAUSED:
+            self._wake_idle_waiters()  # a wait() skips this item: tell it it came
         return PUT_OK
 
     cdef inline void _leave_rejected(self) noexcept:
         cdef int64_t w = fd_fetch_add(&self._intake, -(INFLIGHT_ONE + UNF_ONE))
-        if (w >> UNF_SHIFT) == 1 and fd_load(&self._idle_waiters) > 0:
-            self._notify(self._idle_cond)  # the count this attempt held is back to 0
+        if (w >> UNF_SHIFT) == 1 or fd_load(&self._npaused) > 0:
+            # The count this attempt held is back to 0, or to what paused
+            # masters hold (which wait() does not wait for).
+            self._wake_idle_waiters()
         if w & CLOSED:
             # Workers may be waiting for the last producer to leave.
             fd_event_notify_all(&self._event)
@@ -693,6 +742,11 @@ cdef class Core:
             del self._masters[mb.master]
         except KeyError:
             pass
+        self._wake_idle_waiters()  # wait(master=...) waits for this
+
+    cdef inline void _wake_idle_waiters(self) noexcept:
+        if fd_load(&self._idle_waiters) > 0:
+            self._notify(self._idle_cond)
 
     # -- workers -----------------------------------------------------------
 
@@ -769,7 +823,15 @@ cdef class Core:
         cdef PyObject *p
         cdef int64_t done = 0  # items taken and run in this batch
         cdef bint requeued = False
-        while True:
+        cdef int rc = RUN_OK
+        if mb.runs:
+            # An item back from its backoff runs before the queue (r.running
+            # stayed 1 all along: it is the master's running item).
+            done = 1
+            rc = self._run_retry(mb, slot)
+            if rc == RUN_OK:
+                fd_store(&r.running, 0)
+        while rc == RUN_OK:
             if done >= C_BATCH:
                 if ring_try_kill(r, SCHEDULED):
                     self._forget(mb)
@@ -800,21 +862,27 @@ cdef class Core:
                 self._wake_blocked(r)
             item = <object>p
             Py_XDECREF(p)  # the ring's reference; `item` holds its own
-            self._run_item(mb, item, slot)
-            fd_store(&r.running, 0)
+            rc = self._run_item(mb, item, slot)
+            # Otherwise the master stays "running" until _let_go has parked
+            # it: neither cancel() nor close() may retire it in between.
+            if rc == RUN_OK:
+                fd_store(&r.running, 0)
             item = None
+        if rc == RUN_RETRY:
+            done -= 1  # not finished: it runs again
         if done:
             # Cleared first: in between, stats() over-count rather than
             # under-count, and a wait() returns only after the RMW.
             fd_store(&slot.owed, 0)
             self._finish(done)
+        if rc != RUN_OK:
+            requeued = self._let_go(mb, rc)
         return requeued
 
-    cdef void _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
+    cdef int _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
         cdef PyObject *res
         if type(item) is _Job:
-            self._run_job(<_Job>item, slot)
-            return
+            return self._run_job(mb, <_Job>item, slot)
         fd_store(&slot.running, 1)
         # Called through vectorcall, errors checked by hand: no try/except
         # bookkeeping on the path every item takes.
@@ -823,39 +891,165 @@ cdef class Core:
             Py_XDECREF(res)
             slot_done(slot, &slot.completed)
             fd_store(&slot.running, 0)
-        else:
-            slot_done(slot, &slot.failed)
-            fd_store(&slot.running, 0)
-            self._handler_failed(item, mb.master)
+            return RUN_OK
+        return self._handler_failed(mb, item, slot)
 
-    cdef void _handler_failed(self, object item, object master) noexcept:
-        """With the handler's exception set: hand it to on_error."""
+    cdef int _handler_failed(self, _Mailbox mb, object item, Slot *slot) noexcept:
+        """With the handler's exception set: retry, or report it."""
         cdef PyObject *p = fd_take_exception()
         exc = <object>p
         Py_XDECREF(p)
-        self._report(exc, item, master)
+        return self._failed_run(mb, item, exc, slot)
 
-    cdef void _run_job(self, _Job job, Slot *slot) noexcept:
+    cdef int _failed_run(self, _Mailbox mb, object item, object exc, Slot *slot) noexcept:
+        """A run of *item* (plain or ``_Job``) raised *exc*: keep it for
+        another run (RUN_RETRY), or count it failed and report it (to its
+        future or on_error; RUN_PAUSE under pause_on_error)."""
+        cdef int64_t runs = mb.runs + 1
+        if self._retry is not None and runs < self._retry_attempts:
+            try:
+                retry = isinstance(exc, self._retry_on)
+            except BaseException:
+                retry = False  # a metaclass __instancecheck__ failed: the failure stands
+            if retry:
+                mb.retry_item = item
+                mb.runs = runs
+                fd_fetch_add(&self._retried, 1)
+                # Counted running between runs, before the slot lets go of it.
+                fd_fetch_add(&self._backoff, 1)
+                fd_store(&slot.running, 0)
+                return RUN_RETRY
+        mb.runs = 0
+        # Counted before the outcome is reported: whoever sees the future
+        # done (or on_error called) also sees the count.
+        slot_done(slot, &slot.failed)
+        fd_store(&slot.running, 0)
+        if type(item) is _Job:
+            try:
+                (<_Job>item).future.set_exception(exc)
+            except BaseException:
+                pass  # the caller resolved the future first; theirs stands
+        else:
+            self._report(exc, item, mb.master)
+        return RUN_PAUSE if self._pause_on_error else RUN_OK
+
+    cdef int _run_job(self, _Mailbox mb, _Job job, Slot *slot) noexcept:
         """A submitted item: its result or exception goes to its future."""
         fd_store(&slot.running, 1)
         try:
             if not job.future.set_running_or_notify_cancel():
                 slot_done(slot, &slot.cancelled)
-                return
+                return RUN_OK
             try:
                 result = self._handler(job.work)
             except BaseException as exc:
-                # Counted before the future resolves: whoever sees the
-                # future done also sees the count.
-                slot_done(slot, &slot.failed)
-                fd_store(&slot.running, 0)
-                job.future.set_exception(exc)
+                return self._failed_run(mb, job, exc, slot)
             else:
                 slot_done(slot, &slot.completed)
                 fd_store(&slot.running, 0)
                 job.future.set_result(result)
         finally:
             fd_store(&slot.running, 0)
+        return RUN_OK
+
+    cdef int _run_retry(self, _Mailbox mb, Slot *slot) noexcept:
+        """Run again the item *mb* kept for another run."""
+        item = mb.retry_item
+        mb.retry_item = None
+        fd_store(&slot.running, 1)
+        fd_fetch_add(&self._backoff, -1)  # after the slot counts it: never 0 running between
+        work = (<_Job>item).work if type(item) is _Job else item
+        try:
+            result = self._handler(work)
+        except BaseException as exc:
+            return self._failed_run(mb, item, exc, slot)
+        mb.runs = 0
+        slot_done(slot, &slot.completed)
+        fd_store(&slot.running, 0)
+        if type(item) is _Job:
+            try:
+                (<_Job>item).future.set_result(result)
+            except BaseException:
+                pass  # the caller resolved the future first; theirs stands
+        return RUN_OK
+
+    cdef bint _let_go(self, _Mailbox mb, int rc) noexcept:
+        """The worker stops serving *mb*: it waits for a retry (the timer
+        hands it back) or pauses. True if it went back on the ready queue."""
+        cdef list futures
+        cdef list works
+        cdef bint paused = False
+        if rc == RUN_RETRY:
+            # r.running stays 1: the item between runs is the master's running item.
+            self._timer_schedule(self._retry.delay(mb.runs - 1), self._retry_due, mb)
+            return False
+        with self._control:
+            if not (fd_load(&self._intake) & CLOSED):
+                # SCHEDULED for sure: nobody retires a mailbox whose item runs.
+                paused = ring_try_state(&mb.r, SCHEDULED, PAUSED)
+                if paused:
+                    self._paused[mb.master] = mb
+                    fd_fetch_add(&self._npaused, 1)
+        fd_store(&mb.r.running, 0)
+        if paused:
+            self._wake_idle_waiters()  # wait() does not wait for a paused master
+            return False
+        # After close nobody could resume the master: its items are
+        # cancelled now (the next close() returns them), and the mailbox
+        # goes round once more so that a worker retires it as usual.
+        futures = []
+        works = self._take(mb, futures)
+        with self._control:
+            for work in works:
+                self._late.append((work, mb.master))
+        for future in futures:
+            future.cancel()
+        if works:
+            self._finish(len(works))
+        rq_push(&self._rq, &mb.r.node)
+        fd_event_notify_one(&self._event)
+        return True
+
+    def _retry_due(self, _Mailbox mb):
+        """The timer: *mb*'s backoff is over, queue it again."""
+        self._schedule(mb)
+
+    cdef list _take(self, _Mailbox mb, list futures):
+        """Take mb's queued items out (FIFO), counted cancelled; their
+        futures go to *futures* (the caller cancels them, then _finish)."""
+        cdef Ring *r = &mb.r
+        cdef PyObject **buf
+        cdef int64_t n = ring_queued(r), i
+        cdef list works = []
+        if n == 0:
+            return works
+        buf = <PyObject **>PyMem_RawMalloc(<size_t>n * sizeof(PyObject *))
+        if buf == NULL:
+            raise MemoryError()
+        # No Python code may run under the spin lock (a worker spinning
+        # on it may hold the GIL), so the items are collected first.
+        fd_spin_lock(&r.lock)
+        i = 0
+        while i < n:
+            buf[i] = ring_pop(r)
+            if buf[i] == NULL:
+                break
+            i += 1
+        fd_spin_unlock(&r.lock)
+        n = i
+        for i in range(n):
+            item = <object>buf[i]
+            Py_XDECREF(buf[i])
+            if type(item) is _Job:
+                futures.append((<_Job>item).future)
+                works.append((<_Job>item).work)
+            else:
+                works.append(item)
+        PyMem_RawFree(buf)
+        item = None
+        fd_fetch_add(&self._cancelled, n)
+        self._wake_blocked(r)
+        return works
 
     cdef void _report(self, exc, work, master) noexcept:
         # If on_error itself raises, Cython reports it as unraisable.
@@ -868,6 +1062,10 @@ cdef class Core:
                 self._notify(self._idle_cond)
             if w & CLOSED:
                 fd_event_notify_all(&self._event)
+        elif fd_load(&self._npaused) > 0:
+            # wait() does not wait for paused masters' items: this may be
+            # the last item it does wait for.
+            self._wake_idle_waiters()
 
     cdef inline void _wake_blocked(self, Ring *r) noexcept:
         """After taking items out of r: wake the producers waiting for room."""
@@ -915,47 +1113,103 @@ cdef class Core:
         cdef list out = []
         cdef list futures = []
         cdef _Mailbox mb
-        cdef Ring *r
-        cdef PyObject **buf
-        cdef int64_t n, i, total = 0
+        cdef int64_t total = 0
         for mb in list(self._masters.values()):
-            r = &mb.r
-            n = ring_queued(r)
-            if n == 0:
-                continue
-            buf = <PyObject **>PyMem_RawMalloc(<size_t>n * sizeof(PyObject *))
-            if buf == NULL:
-                raise MemoryError()
-            # No Python code may run under the spin lock (a worker spinning
-            # on it may hold the GIL), so the items are collected first.
-            fd_spin_lock(&r.lock)
-            i = 0
-            while i < n:
-                buf[i] = ring_pop(r)
-                if buf[i] == NULL:
-                    break
-                i += 1
-            fd_spin_unlock(&r.lock)
-            n = i
-            total += n
-            for i in range(n):
-                item = <object>buf[i]
-                Py_XDECREF(buf[i])
-                if type(item) is _Job:
-                    futures.append((<_Job>item).future)
-                    out.append(((<_Job>item).work, mb.master))
-                else:
-                    out.append((item, mb.master))
-            PyMem_RawFree(buf)
-            item = None
-            self._wake_blocked(r)
+            for work in self._take(mb, futures):
+                out.append((work, mb.master))
+        total = len(out)
         self._retire_idle()
         if total:
-            fd_fetch_add(&self._cancelled, total)
             for future in futures:
                 future.cancel()
             self._finish(total)
         return out
+
+    def cancel_paused(self):
+        """Take the queued items of every paused master out (they never run
+        after close) and retire its mailbox; also return what workers
+        cancelled for masters that failed after close. Pairs as
+        ``cancel_pending``."""
+        cdef list out = []
+        cdef list futures = []
+        cdef _Mailbox mb
+        with self._control:
+            paused = list(self._paused.values())
+            self._paused.clear()
+            fd_store(&self._npaused, 0)
+            late = self._late
+            self._late = []
+        for mb in paused:
+            for work in self._take(mb, futures):
+                out.append((work, mb.master))
+            # Called after close_intake: no producer can reserve any more.
+            if ring_try_kill(&mb.r, PAUSED):
+                self._forget(mb)
+            elif ring_try_state(&mb.r, PAUSED, SCHEDULED):
+                self._schedule(mb)
+        if out:
+            for future in futures:
+                future.cancel()
+            self._finish(len(out))
+        out.extend(late)
+        return out
+
+    # -- per-master control --------------------------------------------------
+
+    def cancel(self, master):
+        """Take master's queued, not started items out (FIFO), counted
+        cancelled, futures cancelled; never the running item."""
+        cdef PyObject *p = NULL
+        cdef _Mailbox mb
+        cdef list futures = []
+        cdef bint retired
+        cdef int found = fd_dict_get_ref(self._masters, master, &p)
+        if found < 0:
+            _raise_unhashable(master)
+        if found == 0:
+            return []
+        mb = <_Mailbox>p
+        Py_XDECREF(p)  # mb holds its own reference
+        works = self._take(mb, futures)
+        # Nothing queued or running any more: free the mailbox now (its
+        # worker, if one holds it between two items, sees it DEAD and lets
+        # go), so that active_masters counts only masters with work.
+        fd_spin_lock(&mb.r.lock)
+        retired = fd_load(&mb.r.running) == 0 and ring_try_kill(&mb.r, SCHEDULED)
+        fd_spin_unlock(&mb.r.lock)
+        if retired:
+            self._forget(mb)
+        for future in futures:
+            future.cancel()
+        if works:
+            self._finish(len(works))
+            self._wake_idle_waiters()  # a wait(master=...) may wait for nothing now
+        return works
+
+    def resume(self, master):
+        """A paused master runs again; any other master is left alone."""
+        cdef _Mailbox mb
+        with self._control:
+            found = self._paused.pop(master, None)
+            if found is None:
+                return
+            mb = <_Mailbox>found
+            fd_fetch_add(&self._npaused, -1)
+            # Nothing held: free it now, as a worker frees a drained mailbox
+            # (a producer reserving meanwhile makes the kill fail).
+            if ring_try_kill(&mb.r, PAUSED):
+                mb = None
+            else:
+                ring_try_state(&mb.r, PAUSED, SCHEDULED)
+        if mb is None:
+            self._forget(<_Mailbox>found)
+        else:
+            self._schedule(mb)
+
+    def paused(self):
+        """The masters paused and not resumed."""
+        with self._control:
+            return frozenset(self._paused)
 
     cdef void _retire_idle(self) noexcept:
         """After close and cancel: free the mailboxes left with nothing queued
@@ -972,16 +1226,50 @@ cdef class Core:
             if retired:
                 self._forget(mb)
 
-    def wait(self, timeout=None):
-        """Block until every accepted item has finished; False on timeout."""
+    cdef bint _quiet(self, object master) except -1:
+        """Nothing unfinished (of master, unless None), paused masters' items aside."""
+        cdef PyObject *p = NULL
+        cdef int64_t state, unfinished, held = 0
+        cdef bint idle
+        cdef _Mailbox mb
+        cdef int found
+        if master is None:
+            unfinished = fd_load(&self._intake) >> UNF_SHIFT
+            if unfinished == 0:
+                return True
+            if fd_load(&self._npaused) == 0:
+                return False
+            with self._control:
+                for mb in self._paused.values():
+                    held += ring_queued(&mb.r)
+            return unfinished == held
+        found = fd_dict_get_ref(self._masters, master, &p)
+        if found < 0:
+            _raise_unhashable(master)
+        if found == 0:
+            return True
+        mb = <_Mailbox>p
+        Py_XDECREF(p)
+        state = fd_load(&mb.r.word) & STATE_MASK
+        if state == DEAD or state == PAUSED:
+            return True
+        # Under the lock: a worker takes an item and marks it running in one step.
+        fd_spin_lock(&mb.r.lock)
+        idle = ring_queued(&mb.r) == 0 and fd_load(&mb.r.running) == 0
+        fd_spin_unlock(&mb.r.lock)
+        return idle
+
+    def wait(self, timeout=None, master=None):
+        """Block until every accepted item (of master, unless None) has
+        finished, paused masters' items aside; False on timeout."""
         cdef double deadline = self._deadline(timeout)
         cdef double remaining
-        if (fd_load(&self._intake) >> UNF_SHIFT) == 0:
+        if self._quiet(master):
             return True
         fd_fetch_add(&self._idle_waiters, 1)
         try:
             with self._idle_cond:
-                while (fd_load(&self._intake) >> UNF_SHIFT) != 0:
+                while not self._quiet(master):
                     if deadline < 0:
                         self._idle_cond.wait()
                     else:
@@ -1018,6 +1306,11 @@ cdef class Core:
         self._idle_cond = threading.Condition()
         self._worker_idents = set()
         self._masters = {}
+        self._backoff = 0
+        self._npaused = 0
+        self._control = threading.Lock()
+        self._paused = {}
+        self._late = []
 
     # -- introspection -------------------------------------------------------
 
@@ -1036,7 +1329,7 @@ cdef class Core:
 
     def stats(self):
         """(dispatched, completed, failed, cancelled, pending, running,
-        active_masters, workers)."""
+        active_masters, workers, retried, paused_masters)."""
         cdef int64_t i, completed = 0, failed = 0, cancelled = 0, running = 0, owed = 0
         cdef int64_t dispatched, pending
         for i in range(self._max_workers):
@@ -1046,6 +1339,7 @@ cdef class Core:
             running += fd_load(&self._slots[i].running)
             owed += fd_load(&self._slots[i].owed)
         cancelled += fd_load(&self._cancelled)
+        running += fd_load(&self._backoff)  # items between two runs
         # Accepted = not yet finished + finished. The unfinished count also
         # holds, for an instant, a producer's attempt that will be refused.
         dispatched = (fd_load(&self._intake) >> UNF_SHIFT) + completed + failed + cancelled - owed
@@ -1053,7 +1347,8 @@ cdef class Core:
         if pending < 0:
             pending = 0
         return (dispatched, completed, failed, cancelled, pending, running,
-                len(self._masters), fd_load(&self._live))
+                len(self._masters), fd_load(&self._live),
+                fd_load(&self._retried), fd_load(&self._npaused))
 
 
 cdef int _raise_unhashable(object master) except -1:

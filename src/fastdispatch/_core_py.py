@@ -25,6 +25,7 @@ from time import monotonic
 from typing import Any, NamedTuple, cast
 
 from . import _errors as errors
+from ._control import Retry
 from ._errors import DispatcherClosed
 from ._future import Future  # cheap to create when nobody waits on it
 
@@ -37,6 +38,12 @@ BATCH = 1024
 _MANY_CHUNK = 64
 
 _get_ident = threading.get_ident
+
+# What a failed run means for its master's mailbox (besides "failed"): the
+# item waits for another run, or the master pauses. Either way the worker
+# lets go of the mailbox.
+_RETRY = object()
+_PAUSE = object()
 
 
 class _Mailbox(deque):  # type: ignore[type-arg]
@@ -156,6 +163,9 @@ class Core:
         spawn: Callable[[], object],
         capacity: int | None,
         max_workers: int,
+        retry: Retry | None = None,
+        pause_on_error: bool = False,
+        schedule: Callable[[float, Callable[[Any], object], Any], object] | None = None,
     ) -> None:
         """Arguments are already validated by the layer (see ``_core_c.pyi``)."""
         self._handler = handler
@@ -163,6 +173,9 @@ class Core:
         self._spawn = spawn
         self._capacity = capacity
         self._max_workers = max_workers
+        self._retry = retry
+        self._pause_on_error = pause_on_error
+        self._schedule = schedule
         self._init_sync()
         self._closed = False
         self._reason = ""
@@ -185,6 +198,17 @@ class Core:
         self._completed = 0
         self._failed = 0
         self._cancelled = 0
+        self._retried = 0
+        # id(mailbox) -> (item, runs so far): an item between two runs. It
+        # counts as running; its mailbox is with the timer, then on the ready
+        # queue, and the worker that takes it runs this item first.
+        self._retries: dict[int, tuple[Any, int]] = {}
+        # Paused masters' mailboxes: in the map (later items join them), but
+        # neither ready nor held, so nothing runs them until resume().
+        self._paused: dict[Hashable, _Mailbox] = {}
+        # Items of masters that failed after close(): cancelled by their
+        # worker (nobody could resume them), returned by cancel_paused().
+        self._late: list[tuple[Any, Hashable]] = []
 
     def _init_sync(self) -> None:
         self._lock = threading.Lock()
@@ -444,6 +468,7 @@ class Core:
         handler = self._handler
         ready = self._ready
         masters = self._masters
+        retries = self._retries
         job_type = _Job
         batch = BATCH
         bounded = self._capacity is not None
@@ -453,8 +478,11 @@ class Core:
         finally:
             lock.release()
         while mb is not None:
+            stop = None  # _RETRY or _PAUSE: the mailbox leaves this worker's hands
             try:
-                for _ in range(batch):
+                if retries and id(mb) in retries:
+                    stop = self._run_retry(mb, tally)
+                for _ in range(batch if stop is None else 0):
                     if bounded:
                         with lock:
                             if not mb:
@@ -471,23 +499,26 @@ class Core:
                             break
                     tally.busy = 1
                     if item.__class__ is job_type:
-                        outcome = self._run_job(item)
+                        outcome = self._run_job(item, mb)
                     else:
                         try:
                             handler(item)
                             outcome = True
                         except BaseException as exc:
-                            outcome = False
-                            self._report(exc, item, mb.master)
+                            outcome = self._failure(exc, item, mb, 1)
                     item = None  # the work must not outlive its handling
                     # busy drops first: a reader never counts an item twice.
                     tally.busy = 0
-                    if outcome:
+                    if outcome is True:
                         tally.completed += 1
                     elif outcome is None:
                         tally.cancelled += 1
                     else:
-                        tally.failed += 1
+                        if outcome is not _RETRY:
+                            tally.failed += 1
+                        if outcome is not False:
+                            stop = outcome
+                            break
             except BaseException:
                 # Only on a bug (or MemoryError) in this loop itself: never
                 # strand a master's items in a dying worker's hands.
@@ -497,6 +528,15 @@ class Core:
                         self._parked -= 1
                         self._ready_cond.notify()
                 raise
+            if stop is not None:
+                self._let_go(mb, stop)
+                mb = None  # a parked worker must not keep a master alive
+                lock.acquire()
+                try:
+                    mb = self._next_mailbox()
+                finally:
+                    lock.release()
+                continue
             # Hand the mailbox back and take the next one in one critical
             # section. The common cases of _hand_back/_retire/_next_mailbox are
             # inlined: with many short-lived masters this runs once per item.
@@ -515,6 +555,109 @@ class Core:
                     mb = self._next_mailbox()
             finally:
                 lock.release()
+
+    def _run_retry(self, mb: _Mailbox, tally: _Tally) -> object:
+        """Run *mb*'s item that is between runs; return its outcome's stop
+        (``_RETRY``/``_PAUSE``) or None when the mailbox's queue goes on."""
+        with self._lock:
+            item, runs = self._retries.pop(id(mb))
+            tally.busy = 1  # with the pop: the item never stops counting as running
+        job = item if item.__class__ is _Job else None
+        try:
+            result = self._handler(item if job is None else job.work)
+        except BaseException as exc:
+            outcome: object = self._failure(exc, item, mb, runs + 1)
+        else:
+            if job is not None:
+                _settle(job.future.set_result, result)
+            outcome = True
+        item = job = result = None
+        tally.busy = 0
+        if outcome is True:
+            tally.completed += 1
+            return None
+        if outcome is not _RETRY:
+            tally.failed += 1
+        return None if outcome is False else outcome
+
+    def _failure(self, exc: BaseException, item: Any, mb: _Mailbox, runs: int) -> object:
+        """*item* failed in its run number *runs*: retry it, or report it
+        (to its future or ``on_error``). Returns ``_RETRY``, ``_PAUSE`` or False."""
+        retry = self._retry
+        if retry is not None and runs < retry.attempts and isinstance(exc, retry.retry_on):
+            with self._lock:
+                self._retries[id(mb)] = (item, runs)
+                self._retried += 1
+            return _RETRY
+        if item.__class__ is _Job:
+            _settle(item.future.set_exception, exc)
+        else:
+            self._report(exc, item, mb.master)
+        return _PAUSE if self._pause_on_error else False
+
+    def _let_go(self, mb: _Mailbox, stop: object) -> None:
+        """The worker stops serving *mb*: it waits for a retry, or pauses."""
+        futures: list[Future[Any]] = []
+        if stop is _RETRY:
+            runs = self._retries[id(mb)][1]  # only this worker touches it now
+            with self._lock:
+                self._held -= 1
+            assert self._retry is not None and self._schedule is not None
+            self._schedule(self._retry.delay(runs - 1), self._retry_due, mb)
+            return
+        with self._lock:
+            self._held -= 1
+            if self._closed:
+                # Nobody may resume a master after close(): its items are
+                # cancelled now, and the next close() returns them.
+                master = mb.master
+                self._late.extend((work, master) for work in self._take(mb, futures))
+                self._retire(mb)
+                if self._quiet():
+                    self._on_drained()
+            else:
+                self._paused[mb.master] = mb
+                if self._idle_waiters:
+                    self._idle_cond.notify_all()  # wait() does not wait for it
+        for future in futures:  # outside the lock: done-callbacks run user code
+            future.cancel()
+
+    def _retry_due(self, mb: _Mailbox) -> None:
+        """The timer: *mb*'s wait before its next run is over, queue it again."""
+        with self._lock:
+            self._ready.append(mb)
+            if self._parked:
+                self._parked -= 1
+                self._ready_cond.notify()
+                return
+            if self._workers >= self._max_workers:
+                return
+            self._workers += 1
+        self._start_worker()
+
+    def _take(self, mb: _Mailbox, futures: list[Future[Any]]) -> list[Any]:
+        """Take *mb*'s queued items out (lock held), FIFO, counted cancelled;
+        their futures go to *futures*, to be cancelled outside the lock."""
+        # Pop from the right: a worker may pop the head concurrently (without
+        # the lock), so what is taken is always a suffix of the queue.
+        tail: list[Any] = []
+        while True:
+            try:
+                tail.append(mb.pop())
+            except IndexError:
+                break
+        works: list[Any] = []
+        for item in reversed(tail):
+            if item.__class__ is _Job:
+                futures.append(item.future)
+                works.append(item.work)
+            else:
+                works.append(item)
+        self._cancelled += len(works)
+        waiting = self._blocked.get(id(mb))
+        if waiting is not None:
+            waiting.space.notify_all()
+        return works
 
     def _hand_back(self, mb: _Mailbox) -> None:
         """A worker is done with *mb* (lock held): requeue it at the back, or free it."""
@@ -541,7 +684,7 @@ class Core:
         while True:
             while ready:
                 mb = ready.popleft()
-                if mb:
+                if mb or (self._retries and id(mb) in self._retries):
                     self._held += 1
                     return mb
                 self._retire(mb)  # emptied by cancel_pending while it waited
@@ -557,10 +700,25 @@ class Core:
             waiting = self._blocked.get(id(mb))
             if waiting is not None:
                 waiting.space.notify_all()  # they start a new mailbox
+        if self._idle_waiters:
+            self._idle_cond.notify_all()  # wait(master=...) waits for this
 
     def _quiet(self) -> bool:
-        """Nothing queued, running or held (lock held): what wait() waits for."""
-        return not self._held and not self._unfinished()
+        """Nothing queued, running or held (lock held): what wait() waits for.
+
+        Items held by paused masters do not count: they wait for resume().
+        """
+        if self._held:
+            return False
+        unfinished = self._unfinished()
+        if unfinished and self._paused:
+            unfinished -= sum(len(mb) for mb in self._paused.values())
+        return not unfinished
+
+    def _master_quiet(self, master: Hashable) -> bool:
+        """*master* has nothing queued or running, or is paused (lock held)."""
+        mb = self._masters.get(master)
+        return mb is None or self._paused.get(master) is mb
 
     def _unfinished(self) -> int:
         """Accepted and not finished (lock held; O(workers))."""
@@ -577,7 +735,7 @@ class Core:
             self._parked = 0
             self._ready_cond.notify_all()
 
-    def _run_job(self, job: _Job) -> bool | None:
+    def _run_job(self, job: _Job, mb: _Mailbox) -> object:
         future = job.future
         try:
             if not future.set_running_or_notify_cancel():
@@ -588,12 +746,13 @@ class Core:
         try:
             result = self._handler(job.work)
         except BaseException as exc:
-            _settle(future.set_exception, exc)
             # The traceback keeps this frame: a local reference to the future
             # would close a cycle (future -> exc -> frame -> future) that keeps
             # the work alive until the garbage collector runs.
-            job = future = None  # type: ignore[assignment]
-            return False
+            future = None  # type: ignore[assignment]
+            outcome = self._failure(exc, job, mb, 1)
+            job = None  # type: ignore[assignment]
+            return outcome
         _settle(future.set_result, result)
         return True
 
@@ -658,8 +817,12 @@ class Core:
                 waiting.space.notify_all()
             # Waiting mailboxes are empty now: free them. One in a worker's
             # hands is freed by that worker when its current item ends.
+            kept = [mb for mb in self._ready if self._retries and id(mb) in self._retries]
             while self._ready:
-                self._retire(self._ready.popleft())
+                mb = self._ready.popleft()
+                if not kept or all(mb is not k for k in kept):
+                    self._retire(mb)
+            self._ready.extend(kept)  # their item between runs still runs
             self._cancelled += len(taken)
             if self._quiet():
                 self._on_drained()
@@ -667,13 +830,83 @@ class Core:
             future.cancel()
         return taken
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every accepted item has finished; False on timeout."""
+    def cancel_paused(self) -> list[tuple[Any, Hashable]]:
+        """Take the queued items of every paused master out (they never run
+        after close), and unpause it; also return what workers cancelled for
+        masters that failed after close. Pairs as ``cancel_pending``."""
+        taken: list[tuple[Any, Hashable]] = []
+        futures: list[Future[Any]] = []
+        with self._lock:
+            for master, mb in self._paused.items():
+                taken.extend((work, master) for work in self._take(mb, futures))
+                self._retire(mb)
+            self._paused.clear()
+            taken.extend(self._late)
+            self._late = []
+            if self._quiet():
+                self._on_drained()
+        for future in futures:  # outside the lock: done-callbacks run user code
+            future.cancel()
+        return taken
+
+    # -- per-master control ---------------------------------------------
+    def cancel(self, master: Hashable) -> list[Any]:
+        """Take *master*'s queued, not started items out (FIFO), counted
+        cancelled, their futures cancelled; the running item is left alone."""
+        futures: list[Future[Any]] = []
+        with self._lock:
+            mb = self._masters.get(master)
+            if mb is None:
+                return []
+            works = self._take(mb, futures)
+            if not mb and self._paused.get(master) is not mb:
+                # Emptied while waiting on the ready queue: free it now, so
+                # that wait(master=...) does not wait for a worker to do it.
+                ready = self._ready
+                for i, waiting in enumerate(ready):
+                    if waiting is mb:
+                        if id(mb) not in self._retries:
+                            del ready[i]
+                            self._retire(mb)
+                        break
+            if self._idle_waiters:
+                self._idle_cond.notify_all()
+        for future in futures:  # outside the lock: done-callbacks run user code
+            future.cancel()
+        return works
+
+    def resume(self, master: Hashable) -> None:
+        """Let a paused *master* run again (nothing if it is not paused)."""
+        with self._lock:
+            mb = self._paused.pop(master, None)
+            if mb is None:
+                return
+            if not mb:
+                self._retire(mb)  # nothing held: free it like any drained mailbox
+                return
+            self._ready.append(mb)
+            if self._parked:
+                self._parked -= 1
+                self._ready_cond.notify()
+                return
+            if self._workers >= self._max_workers:
+                return
+            self._workers += 1
+        self._start_worker()
+
+    def paused(self) -> frozenset[Hashable]:
+        """The masters paused by a failure and not yet resumed."""
+        with self._lock:
+            return frozenset(self._paused)
+
+    def wait(self, timeout: float | None = None, master: Hashable = None) -> bool:
+        """Block until every accepted item (of *master*, if not None) has
+        finished, paused masters' items aside; False on timeout."""
         deadline = _deadline(_check_timeout(timeout))
         with self._lock:
             self._idle_waiters += 1
             try:
-                while not self._quiet():
+                while not (self._quiet() if master is None else self._master_quiet(master)):
                     if deadline is None:
                         self._idle_cond.wait()
                     else:
@@ -705,6 +938,9 @@ class Core:
         self._parked = 0
         self._idle_waiters = 0
         self._held = 0
+        self._retries = {}
+        self._paused = {}
+        self._late = []
 
     # -- introspection ----------------------------------------------------
     def pending(self, master: Hashable) -> int:
@@ -716,12 +952,12 @@ class Core:
                 raise errors.unhashable_master(master, exc) from exc
             return 0 if mb is None else len(mb)
 
-    def stats(self) -> tuple[int, int, int, int, int, int, int, int]:
+    def stats(self) -> tuple[int, int, int, int, int, int, int, int, int, int]:
         """``(dispatched, completed, failed, cancelled, pending, running,
-        active_masters, workers)``."""
+        active_masters, workers, retried, paused_masters)``."""
         with self._lock:
             completed, failed, cancelled = self._completed, self._failed, self._cancelled
-            running = 0
+            running = len(self._retries)  # items between two runs
             for tally in self._tallies:
                 # Read the counts before busy (the worker writes busy first):
                 # an item in transit is then counted once or as pending, never twice.
@@ -739,6 +975,8 @@ class Core:
                 running,
                 len(self._masters),
                 self._workers,
+                self._retried,
+                len(self._paused),
             )
 
 

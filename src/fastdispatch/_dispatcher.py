@@ -24,7 +24,9 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from . import _core
+from ._control import Retry, Timer
 from ._env import env_flag
+from ._errors import RETRY_OPTION, UNHASHABLE_MASTER
 from ._types import DispatcherStats, Master, Work
 
 __all__ = ["Dispatcher", "NewDispatcher"]
@@ -88,6 +90,15 @@ def _check_timeout(timeout: object) -> None:
         raise ValueError("timeout must not be NaN")
     if timeout < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+
+
+def _check_master(master: object) -> None:
+    try:
+        hash(master)
+    except TypeError as exc:
+        raise TypeError(
+            UNHASHABLE_MASTER.format(master=master, kind=type(master).__name__)
+        ) from exc
 
 
 def _default_max_workers() -> int:
@@ -238,6 +249,12 @@ class Dispatcher:
             the handler raises; the default logs the traceback at ERROR on
             logger ``"fastdispatch"``.
         thread_name_prefix: worker threads are named ``f"{prefix}_{n}"``.
+        retry: a ``Retry``: a failing item runs again, up to
+            ``retry.attempts`` runs, before its master's next item; between
+            runs the master waits (backoff) without holding a worker thread.
+            Only the last failure reaches ``on_error`` or the future.
+        pause_on_error: an item's final failure pauses its master: its later
+            items stay queued until ``resume(master)`` (or ``cancel``).
     """
 
     #: The core class; the test-suite swaps it in a subclass to test each core.
@@ -252,6 +269,8 @@ class Dispatcher:
         debug: bool | None = None,
         on_error: OnError | None = None,
         thread_name_prefix: str = "fastdispatch",
+        retry: Retry | None = None,
+        pause_on_error: bool = False,
     ) -> None:
         handle = _resolve_handler(handler)
         workers = (
@@ -269,21 +288,30 @@ class Dispatcher:
             debug = env_flag("FASTDISPATCH_DEBUG")
         elif debug.__class__ is not bool:
             raise TypeError(f"debug must be None or a bool, got {debug!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(RETRY_OPTION.format(value=retry))
+        _check_bool("pause_on_error", pause_on_error)
 
         if debug:
             _enable_debug_logging()
             handle = _debug_handler(handle)
         threads = _Threads(thread_name_prefix)
+        # The backoff timer's thread exists only while a retry waits.
+        timer = Timer(f"{thread_name_prefix}_timer") if retry is not None else None
         core = type(self)._Core(
             handle,
             _log_failure if on_error is None else _guarded(on_error),
             threads.spawn,
             capacity,
             workers,
+            retry,
+            pause_on_error,
+            None if timer is None else timer.schedule,
         )
         threads.target = _debug_worker(core.run_worker) if debug else core.run_worker
         self._core = core
         self._threads = threads
+        self._timer = timer
         self._handler = handler
         self._max_workers = workers
         self._capacity = capacity
@@ -362,9 +390,11 @@ class Dispatcher:
         raise ``DispatcherClosed``. With ``cancel_pending=True`` the items not
         yet started are taken out, their futures cancelled, and returned as
         ``(work, master)`` pairs (FIFO within a master); otherwise returns
-        ``[]``. ``close(wait=False)`` returns at once and lets the workers
-        drain. Calling ``close(wait=True)`` from this dispatcher's own handler
-        raises ``RuntimeError`` (it would wait for itself) and changes nothing.
+        ``[]``. Paused masters' items are never run after close: they are
+        cancelled and returned whatever *cancel_pending* says.
+        ``close(wait=False)`` returns at once and lets the workers drain.
+        Calling ``close(wait=True)`` from this dispatcher's own handler raises
+        ``RuntimeError`` (it would wait for itself) and changes nothing.
         """
         _check_bool("wait", wait)
         _check_bool("cancel_pending", cancel_pending)
@@ -376,11 +406,17 @@ class Dispatcher:
             )
         first = core.close_intake(_CLOSED_REASON)
         taken: list[tuple[Work, Master]] = core.cancel_pending() if cancel_pending else []
+        # Paused masters' items never run after close: always returned.
+        taken += core.cancel_paused()
         if self._debug and (first or taken):
             logger.debug("closing %r (wait=%s, cancelled %d)", self, wait, len(taken))
         if wait:
             core.wait(None)
+            # Masters paused while the rest drained (wait() skips their items).
+            taken += core.cancel_paused()
             self._threads.join()
+            if self._timer is not None:
+                self._timer.join()
             if self._debug and first:
                 logger.debug("closed %r", self)
         return taken
@@ -390,18 +426,45 @@ class Dispatcher:
         """Whether intake has stopped (``close()`` was called, or inherited via fork)."""
         return bool(self._core.closed)
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, *, master: Master = None) -> bool:
         """Block until every accepted item has been handled; False on timeout.
 
-        Does not stop intake. Raises ``RuntimeError`` when called from this
-        dispatcher's own handler (it would wait for itself).
+        With *master* (not None), only that master's accepted items. Items
+        held by a paused master are not waited for (they wait for
+        ``resume``). Does not stop intake. Raises ``RuntimeError`` when called
+        from this dispatcher's own handler (it would wait for itself).
         """
         _check_timeout(timeout)
+        if master is not None:
+            _check_master(master)
         if self._core.is_worker_thread():
             raise RuntimeError(
                 "wait() called from one of this dispatcher's own workers would wait for itself"
             )
-        return bool(self._core.wait(timeout))
+        return bool(self._core.wait(timeout, master))
+
+    # -- per-master control -------------------------------------------------
+    def cancel(self, master: Master) -> list[Work]:
+        """Take *master*'s queued, not yet started items out and return them (FIFO).
+
+        Their futures are cancelled and they count in ``stats().cancelled``.
+        The item running (or waiting for a retry) is left alone, and a paused
+        master stays paused. Unknown or idle master: ``[]``.
+        """
+        _check_master(master)
+        return list(self._core.cancel(master))
+
+    def resume(self, master: Master) -> None:
+        """Let a master paused by ``pause_on_error`` run its queued items again.
+
+        A master that is not paused is left as it is.
+        """
+        _check_master(master)
+        self._core.resume(master)
+
+    def paused(self) -> frozenset[Master]:
+        """The masters paused by a failure (``pause_on_error``) and not resumed."""
+        return frozenset(self._core.paused())
 
     def __enter__(self: _D) -> _D:
         return self
@@ -511,6 +574,8 @@ def _after_fork_in_child() -> None:
     for dispatcher in list(_live):
         dispatcher._core.after_fork_in_child(_FORK_REASON)
         dispatcher._threads.after_fork_in_child()
+        if dispatcher._timer is not None:
+            dispatcher._timer.after_fork_in_child()
 
 
 # threading's hook runs before non-daemon threads are joined, like

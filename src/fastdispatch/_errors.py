@@ -72,3 +72,14 @@ def queue_full(master: object, capacity: object, why: str = "") -> QueueFull:
     elif why == "timeout":
         message += "; it was still full when the timeout ran out"
     return QueueFull(message)
+
+
+# Message templates shared by both cores and the layer, so that the compiled
+# and the pure-Python core raise the very same words.
+UNHASHABLE_MASTER = "master must be hashable, got {master!r} (unhashable type {kind!r})"
+RETRY_ATTEMPTS = "Retry attempts must be an int >= 1, got {value!r}"
+RETRY_SECONDS = "Retry {name} must be a finite number of seconds >= 0, got {value!r}"
+RETRY_ON = (
+    "Retry retry_on must be an exception class or a tuple of exception classes, got {value!r}"
+)
+RETRY_OPTION = "retry must be None or a fastdispatch.Retry, got {value!r}"

@@ -34,3 +34,7 @@ class DispatcherStats(NamedTuple):
     running: int
     active_masters: int
     workers: int
+    #: Extra runs made under ``retry`` (outside the identity above).
+    retried: int = 0
+    #: How many masters are paused (``pause_on_error``) and not resumed.
+    paused_masters: int = 0
