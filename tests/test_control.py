@@ -639,9 +639,14 @@ def test_bad_retry_arguments(kwargs: dict[str, Any], error: type, message: str) 
 def test_retry_values_are_normalised() -> None:
     r = Retry(attempts=4, backoff=1, max_backoff=2, retry_on=KeyError)
     assert (r.attempts, r.backoff, r.max_backoff, r.retry_on) == (4, 1.0, 2.0, (KeyError,))
-    assert r == Retry(4, 1.0, 2.0, (KeyError,))
+    assert r == Retry(4, 1.0, 2.0, (KeyError,)) and r != Retry(4, 1.0, 2.0)
+    assert hash(r) == hash(Retry(4, 1.0, 2.0, (KeyError,)))
+    assert repr(r) == (
+        "Retry(attempts=4, backoff=1.0, max_backoff=2.0, retry_on=(<class 'KeyError'>,))"
+    )
     with pytest.raises(AttributeError):
         r.attempts = 5  # type: ignore[misc]
+    assert r.attempts == 4
 
 
 @pytest.mark.parametrize(

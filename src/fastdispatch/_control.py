@@ -8,7 +8,6 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
@@ -36,7 +35,6 @@ def _exception_classes(value: object) -> tuple[type[BaseException], ...]:
     return classes  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
 class Retry:
     """Run a failing item again before its master's next item.
 
@@ -49,24 +47,60 @@ class Retry:
             failure is final at once.
 
     Between runs the master's worker thread serves other masters: a timer
-    hands the master back when its wait is over.
+    hands the master back when its wait is over. Immutable and hashable.
     """
 
-    attempts: int = 3
-    backoff: float = 0.05
-    max_backoff: float = 5.0
-    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,)
+    # A plain class rather than a dataclass: importing dataclasses (and
+    # inspect) would add milliseconds to every ``import fastdispatch``.
+    __slots__ = ("attempts", "backoff", "max_backoff", "retry_on")
 
-    def __post_init__(self) -> None:
-        attempts = self.attempts
+    attempts: int
+    backoff: float
+    max_backoff: float
+    retry_on: tuple[type[BaseException], ...]
+
+    def __init__(
+        self,
+        attempts: int = 3,
+        backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    ) -> None:
         if attempts.__class__ is bool or not isinstance(attempts, int):
             raise TypeError(RETRY_ATTEMPTS.format(value=attempts))
         if attempts < 1:
             raise ValueError(RETRY_ATTEMPTS.format(value=attempts))
-        # frozen: the validated (normalised) values go in through object.__setattr__
-        object.__setattr__(self, "backoff", _seconds("backoff", self.backoff))
-        object.__setattr__(self, "max_backoff", _seconds("max_backoff", self.max_backoff))
-        object.__setattr__(self, "retry_on", _exception_classes(self.retry_on))
+        values = (
+            int(attempts),
+            _seconds("backoff", backoff),
+            _seconds("max_backoff", max_backoff),
+            _exception_classes(retry_on),
+        )
+        for name, value in zip(self.__slots__, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Retry is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Retry is immutable: cannot delete {name!r}")
+
+    def _key(self) -> tuple[int, float, float, tuple[type[BaseException], ...]]:
+        return (self.attempts, self.backoff, self.max_backoff, self.retry_on)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Retry:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(attempts={self.attempts!r}, backoff={self.backoff!r}, "
+            f"max_backoff={self.max_backoff!r}, retry_on={self.retry_on!r})"
+        )
 
     def delay(self, k: int) -> float:
         """Seconds to wait before run ``k + 2`` (``k = 0`` after the first run)."""
