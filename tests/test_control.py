@@ -1,4 +1,4 @@
-"""Per-master control: retry in position, pause on error, cancel and wait for one master."""
+"""Semantics 13-15: retry in position, pause on error, cancel and wait for one master."""
 
 from __future__ import annotations
 
