@@ -40,6 +40,7 @@ else:
     ray = pytest.importorskip("ray")
 
 TESTS = Path(__file__).resolve().parent
+EXAMPLE = TESTS.parent / "examples" / "ray_example.py"
 #: Ray calls from a handler or a test wait at most this long (Ray is slower than threads).
 RAY_WAIT = 3 * WAIT
 
@@ -119,6 +120,10 @@ class Gated:
             ray.get(self.gate.wait.remote(), timeout=RAY_WAIT)
         ray.get(self.log.append.remote((master, seq)), timeout=RAY_WAIT)
         return seq
+
+
+def lock_or_same(work: str) -> Any:
+    return threading.Lock() if work == "lock" else work
 
 
 def maybe_boom(work: int) -> int:
@@ -208,7 +213,7 @@ def test_every_item_once_in_order_over_many_masters(make: Any, core_name: str) -
 
 
 def test_results_and_exceptions_come_back(make: Any) -> None:
-    rd = make(maybe_boom, shards=2, batch_size=5)
+    rd = make(maybe_boom, shards=2, batch_size=5, workers_per_shard=2)
     futures = {i: rd.submit(i, f"m{i % 4}") for i in range(30)}
     for i in range(30, 60):
         rd.dispatch(i, f"m{i % 4}")  # failures go to on_error on the shard (logged there)
@@ -221,7 +226,18 @@ def test_results_and_exceptions_come_back(make: Any) -> None:
             assert future.result(timeout=0) == i * 10
     stats = rd.stats()
     assert (stats.completed, stats.failed) == (40, 20), stats
+    assert 1 <= stats.workers <= 2 * 2, stats
     assert_identity(stats)
+
+
+def test_an_unpicklable_result_fails_its_future_only(make: Any) -> None:
+    rd = make(lock_or_same, shards=1, batch_size=3)
+    futures = [rd.submit(work, "m") for work in ("a", "lock", "b")]
+    assert futures[0].result(timeout=RAY_WAIT) == "a"
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        futures[1].result(timeout=RAY_WAIT)
+    assert futures[2].result(timeout=RAY_WAIT) == "b"
+    assert rd._slots[0].epoch == 0  # the shard lived on
 
 
 def test_backpressure_bounds_the_driver_buffer(make: Any) -> None:
@@ -441,3 +457,11 @@ def test_starts_a_local_loopback_cluster_when_not_connected() -> None:
     out = ray_child(OWN_CLUSTER)
     assert out["started"] is True and out["out"] == [i + 1 for i in range(20)], out
     assert out["ips"] == ["127.0.0.1"] and out["shards"] >= 1, out
+
+
+def test_the_example_runs() -> None:
+    result = run_python(
+        EXAMPLE.read_text(encoding="utf-8"), subprocess_env(None, **LOOPBACK_ENV), timeout=240
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "'alice': [1, 3, 6, 10, 15]" in result.stdout, result.stdout

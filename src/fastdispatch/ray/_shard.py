@@ -31,10 +31,20 @@ logger = logging.getLogger("fastdispatch")
 Item = tuple[int, Any, Any, bool]
 
 
+def _dumps(value: object) -> None:
+    """Pickle *value* as Ray will; raises when it cannot travel back to the driver."""
+    try:
+        from ray import cloudpickle
+    except ImportError:  # pragma: no cover - a shard always runs under Ray
+        pickle.dumps(value)
+    else:
+        cloudpickle.dumps(value)
+
+
 def _portable(exc: BaseException) -> BaseException:
     """*exc*, or a RuntimeError describing it when it cannot travel back by pickle."""
     try:
-        pickle.dumps(exc)
+        _dumps(exc)
     except Exception as why:
         return RuntimeError(f"{type(exc).__qualname__}: {exc} (not picklable: {why})")
     return exc
@@ -83,6 +93,16 @@ class Shard:
                 self._other.append(record)
                 self._out.notify()
             return
+        if want:
+            # one unpicklable result must not fail the whole poll reply (and the shard)
+            try:
+                _dumps(result)
+            except Exception as why:
+                exc = TypeError(f"the handler's result {result!r} cannot be pickled: {why}")
+                with self._out:
+                    self._other.append((item_id, FAILED, exc))
+                    self._out.notify()
+                return
         with self._out:
             if want:
                 self._other.append((item_id, 0, result))
