@@ -426,16 +426,31 @@ finally:
 """
 
 OWN_CLUSTER = """
-import json
+import json, time
 import ray
+from fastdispatch import DispatcherClosed
 from fastdispatch.ray import RayDispatcher
 
 assert not ray.is_initialized()
 with RayDispatcher(lambda w: w + 1, batch_size=10) as rd:
     out = [rd.submit(i, i % 5).result(timeout=60) for i in range(20)]
-print(json.dumps({"started": ray.is_initialized(), "out": out, "shards": rd.shards,
-                  "ips": sorted({n["NodeManagerAddress"] for n in ray.nodes()})}))
+result = {"started": ray.is_initialized(), "out": out, "shards": rd.shards,
+          "ips": sorted({n["NodeManagerAddress"] for n in ray.nodes()})}
+
+# Ray shut down under an open dispatcher with items in flight: nothing hangs or is lost
+slow = RayDispatcher(lambda w: time.sleep(60), shards=1, batch_size=1)
+futures = [slow.submit(i, "m") for i in range(5)]
+slow.flush()
 ray.shutdown()
+t0 = time.monotonic()
+slow.close()
+result["close_s"] = time.monotonic() - t0
+result["errors"] = sorted({type(f.exception(timeout=30)).__name__ for f in futures})
+try:
+    slow.dispatch(0, "m")
+except DispatcherClosed:
+    result["closed"] = True
+print(json.dumps(result))
 """
 
 
@@ -453,10 +468,13 @@ def test_two_node_cluster_spreads_masters_over_both_nodes() -> None:
     assert len(out["used"]) == 2, out
 
 
-def test_starts_a_local_loopback_cluster_when_not_connected() -> None:
+def test_starts_a_local_cluster_and_survives_its_shutdown() -> None:
     out = ray_child(OWN_CLUSTER)
     assert out["started"] is True and out["out"] == [i + 1 for i in range(20)], out
     assert out["ips"] == ["127.0.0.1"] and out["shards"] >= 1, out
+    # the unfinished items failed with ShardLost at once, instead of hanging close()
+    assert out["errors"] == ["ShardLost"] and out["closed"] is True, out
+    assert out["close_s"] < WAIT, out
 
 
 def test_the_example_runs() -> None:

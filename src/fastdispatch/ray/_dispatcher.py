@@ -335,6 +335,10 @@ class RayDispatcher:
             self._idle.notify_all()
             return
         try:
+            if not self._ray.is_initialized():  # Ray would start a new cluster
+                raise ShardLost(
+                    f"ray.shutdown() was called: shard {slot.index} is gone", slot.index
+                )
             ref = slot.actor.push.remote(slot.seq, items)
         except Exception as exc:  # the batch cannot be pickled: its items fail, loudly
             self._fail([slot.sent.pop(i[0]) for i in items], exc, slot.index)
@@ -360,19 +364,49 @@ class RayDispatcher:
         ray = self._ray
         tick = min(max(self._flush_interval, 0.001), 0.05)
         while True:
-            with self._lock:
-                refs = self._pump_step()
-                if refs is None:
+            try:
+                if not ray.is_initialized():
+                    # ray.shutdown() under an open dispatcher; every Ray call would
+                    # now start a new cluster (Ray's auto-init), so make none
+                    raise RuntimeError("ray.shutdown() was called")
+                with self._lock:
+                    refs = self._pump_step()
+                    if refs is None:
+                        break
+                if refs:
+                    ready, rest = ray.wait(refs, num_returns=1, timeout=tick)
+                    if ready and rest:
+                        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                        ready += more
+                    for ref in ready:
+                        self._settle(ref)
+                self._report()
+            except Exception as exc:
+                if not ray.is_initialized():
+                    self._abandon(exc)
                     break
-            if refs:
-                ready, rest = ray.wait(refs, num_returns=1, timeout=tick)
-                if ready and rest:
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                    ready += more
-                for ref in ready:
-                    self._settle(ref)
-            self._report()
+                logger.exception("RayDispatcher: unexpected error in the pump; going on")
+                time.sleep(tick)  # not a hot loop if the error repeats
         self._teardown()
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Ray was shut down under us: close, and fail everything unfinished, loudly."""
+        with self._lock:
+            self._closed = True
+            self._refs.clear()
+            for slot in self._slots:
+                entries = [*slot.sent.values(), *slot.buffer]
+                slot.sent.clear()
+                slot.buffer.clear()
+                slot.inflight = 0
+                if entries:
+                    lost = ShardLost(
+                        f"Ray was shut down before shard {slot.index} finished", slot.index
+                    )
+                    lost.__cause__ = exc
+                    self._fail(entries, lost, slot.index)
+            self._room.notify_all()
+        self._report()
 
     def _pump_step(self) -> list[Any] | None:
         """Send due batches and polls; sleep when idle; None when closed and drained."""
@@ -466,6 +500,8 @@ class RayDispatcher:
         slot = self._slots[index]
         if slot.epoch != epoch:
             return
+        if not self._ray.is_initialized():
+            raise RuntimeError("ray.shutdown() was called") from exc  # the pump abandons
         logger.warning("shard %d lost (%s: %s)", index, type(exc).__name__, exc)
         try:
             self._ray.kill(slot.actor, no_restart=True)
@@ -513,6 +549,8 @@ class RayDispatcher:
         with self._lock:
             actors = [slot.actor for slot in self._slots]
             self._refs.clear()
+        if not self._ray.is_initialized():
+            return  # the shards went with the cluster
         for actor in actors:
             try:
                 self._ray.kill(actor, no_restart=True)
@@ -571,11 +609,20 @@ class RayDispatcher:
     def _cancel(
         self, held: list[tuple[_Slot, list[_Entry], int, int]]
     ) -> list[tuple[Work, Master]]:
-        calls = [slot.actor.cancel.remote(seq, _CANCEL_SECONDS) for slot, _b, seq, _e in held]
         taken: list[tuple[Work, Master]] = []
         futures: list[Future[Any]] = []
+        calls = []
+        for slot, _buffered, seq, _epoch in held:
+            try:
+                if not self._ray.is_initialized():
+                    raise RuntimeError("ray.shutdown() was called")
+                calls.append(slot.actor.cancel.remote(seq, _CANCEL_SECONDS))
+            except Exception:
+                calls.append(None)  # Ray is gone: the pump fails what the shard held
         for (slot, buffered, _seq, epoch), call in zip(held, calls, strict=True):
             try:
+                if call is None:
+                    raise RuntimeError("no shard to ask")
                 ids = self._ray.get(call)
             except Exception:
                 ids = []  # the shard died: the pump fails or re-sends its items
@@ -622,11 +669,12 @@ class RayDispatcher:
             buffered = {e[2] for slot in self._slots for e in slot.buffer}
             counts = (self._dispatched, self._completed, self._failed, self._cancelled)
         running = workers = active = 0
-        for call in [a.stats.remote() for a in actors]:
+        for actor in actors if self._ray.is_initialized() else ():
             try:
+                call = actor.stats.remote()
                 s = DispatcherStats(*self._ray.get(call, timeout=_CANCEL_SECONDS)[:8])
             except Exception:
-                continue
+                continue  # a dead shard (or Ray shut down) runs nothing
             running += s.running
             workers += s.workers
             active += s.active_masters
