@@ -450,6 +450,9 @@ try:
     slow.dispatch(0, "m")
 except DispatcherClosed:
     result["closed"] = True
+# a Ray call racing the shutdown may have auto-started another local cluster: stop it
+result["restarted"] = ray.is_initialized()
+ray.shutdown()
 print(json.dumps(result))
 """
 
@@ -475,6 +478,7 @@ def test_starts_a_local_cluster_and_survives_its_shutdown() -> None:
     # the unfinished items failed with ShardLost at once, instead of hanging close()
     assert out["errors"] == ["ShardLost"] and out["closed"] is True, out
     assert out["close_s"] < WAIT, out
+    print("Ray restarted by a call racing ray.shutdown():", out["restarted"])
 
 
 def test_the_example_runs() -> None:

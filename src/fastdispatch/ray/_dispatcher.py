@@ -167,6 +167,9 @@ class RayDispatcher:
         if not ray.is_initialized():
             _start_ray(ray)
         self._ray = ray
+        # the driver's node in this Ray session: after ray.shutdown(), Ray's auto-init
+        # may start another cluster on the next Ray call; that is not our cluster
+        self._session = ray.get_runtime_context().get_node_id()
         if shards is None:
             shards = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._handler = handler
@@ -335,7 +338,7 @@ class RayDispatcher:
             self._idle.notify_all()
             return
         try:
-            if not self._ray.is_initialized():  # Ray would start a new cluster
+            if not self._ray_up():  # Ray would start a new cluster
                 raise ShardLost(
                     f"ray.shutdown() was called: shard {slot.index} is gone", slot.index
                 )
@@ -365,7 +368,7 @@ class RayDispatcher:
         tick = min(max(self._flush_interval, 0.001), 0.05)
         while True:
             try:
-                if not ray.is_initialized():
+                if not self._ray_up():
                     # ray.shutdown() under an open dispatcher; every Ray call would
                     # now start a new cluster (Ray's auto-init), so make none
                     raise RuntimeError("ray.shutdown() was called")
@@ -382,7 +385,7 @@ class RayDispatcher:
                         self._settle(ref)
                 self._report()
             except Exception as exc:
-                if not ray.is_initialized():
+                if not self._ray_up():
                     self._abandon(exc)
                     break
                 logger.exception("RayDispatcher: unexpected error in the pump; going on")
@@ -440,6 +443,10 @@ class RayDispatcher:
         kind, index, epoch = self._refs.pop(ref, ("gone", 0, -1))
         if kind == "gone":
             return
+        if not self._ray_up():
+            # ray.wait returns early when Ray shuts down; ray.get now would start a
+            # new cluster (Ray's auto-init)
+            raise RuntimeError("ray.shutdown() was called")
         try:
             value = self._ray.get(ref)
         except Exception as exc:
@@ -500,7 +507,7 @@ class RayDispatcher:
         slot = self._slots[index]
         if slot.epoch != epoch:
             return
-        if not self._ray.is_initialized():
+        if not self._ray_up():
             raise RuntimeError("ray.shutdown() was called") from exc  # the pump abandons
         logger.warning("shard %d lost (%s: %s)", index, type(exc).__name__, exc)
         try:
@@ -549,13 +556,20 @@ class RayDispatcher:
         with self._lock:
             actors = [slot.actor for slot in self._slots]
             self._refs.clear()
-        if not self._ray.is_initialized():
+        if not self._ray_up():
             return  # the shards went with the cluster
         for actor in actors:
             try:
                 self._ray.kill(actor, no_restart=True)
             except Exception:
                 logger.debug("could not kill a shard at close", exc_info=True)
+
+    def _ray_up(self) -> bool:
+        """Whether this process is still connected to the Ray session it started in."""
+        ray = self._ray
+        return bool(
+            ray.is_initialized() and ray.get_runtime_context().get_node_id() == self._session
+        )
 
     def _outstanding(self) -> int:
         return self._dispatched - self._completed - self._failed - self._cancelled
@@ -614,7 +628,7 @@ class RayDispatcher:
         calls = []
         for slot, _buffered, seq, _epoch in held:
             try:
-                if not self._ray.is_initialized():
+                if not self._ray_up():
                     raise RuntimeError("ray.shutdown() was called")
                 calls.append(slot.actor.cancel.remote(seq, _CANCEL_SECONDS))
             except Exception:
@@ -669,7 +683,7 @@ class RayDispatcher:
             buffered = {e[2] for slot in self._slots for e in slot.buffer}
             counts = (self._dispatched, self._completed, self._failed, self._cancelled)
         running = workers = active = 0
-        for actor in actors if self._ray.is_initialized() else ():
+        for actor in actors if self._ray_up() else ():
             try:
                 call = actor.stats.remote()
                 s = DispatcherStats(*self._ray.get(call, timeout=_CANCEL_SECONDS)[:8])
