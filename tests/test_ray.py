@@ -457,10 +457,28 @@ print(json.dumps(result))
 """
 
 
-def ray_child(code: str) -> dict[str, Any]:
+EXIT_DRAIN = """
+import sys
+from fastdispatch.ray import RayDispatcher
+
+path = sys.argv[1]
+
+def record(work):
+    with open(path, "a") as f:
+        f.write(f"{work}\\n")
+
+# left open, its items still buffered on the driver (flush_interval: 60 s) at exit
+rd = RayDispatcher(record, shards=1, batch_size=7, flush_interval=60.0)
+for i in range(50):
+    rd.dispatch(i, "m")
+print('{"dispatched": %d}' % rd.stats().dispatched)
+"""
+
+
+def ray_child(code: str, *args: str) -> dict[str, Any]:
     env = subprocess_env(None, **LOOPBACK_ENV)
     env.pop("RAY_ADDRESS", None)
-    result = run_python(code, env, timeout=240)
+    result = run_python(code, env, *args, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
@@ -487,3 +505,9 @@ def test_the_example_runs() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "'alice': [1, 3, 6, 10, 15]" in result.stdout, result.stdout
+
+
+def test_an_open_dispatcher_is_drained_at_interpreter_exit(tmp_path: Path) -> None:
+    path = tmp_path / "handled.txt"
+    assert ray_child(EXIT_DRAIN, str(path)) == {"dispatched": 50}
+    assert path.read_text().split() == [str(i) for i in range(50)]
