@@ -68,7 +68,7 @@ class _Blocked:
         self.space = threading.Condition(lock)
 
 
-class _Tally:
+class _Slot:
     """One worker's counters. Only that worker writes them (no lock needed);
     others read them under the core lock, summing over all workers."""
 
@@ -175,7 +175,7 @@ class Core:
         self._max_workers = max_workers
         self._retry = retry
         self._pause_on_error = pause_on_error
-        self._schedule = schedule
+        self._timer_schedule = schedule
         self._init_sync()
         self._closed = False
         self._reason = ""
@@ -184,16 +184,16 @@ class Core:
         self._ready: deque[_Mailbox] = deque()
         # id(mailbox) -> producers waiting for room in it (they keep it alive).
         self._blocked: dict[int, _Blocked] = {}
-        self._worker_ids: set[int] = set()
-        self._workers = 0  # live worker threads, counted from the spawn request
+        self._worker_idents: set[int] = set()
+        self._live = 0  # live worker threads, counted from the spawn request
         self._parked = 0  # workers asleep on _ready_cond and not yet notified
         self._idle_waiters = 0  # threads in wait()
         self._held = 0  # mailboxes in workers' hands
-        # Counters. Workers count what they handle in their own _Tally; the
+        # Counters. Workers count what they handle in their own _Slot; the
         # fields here hold cancel_pending's count and the tallies of workers
         # that exited. unfinished = dispatched - completed - failed - cancelled
         # and pending = unfinished - running are derived.
-        self._tallies: list[_Tally] = []
+        self._slots: list[_Slot] = []
         self._dispatched = 0
         self._completed = 0
         self._failed = 0
@@ -254,9 +254,9 @@ class Core:
                 self._parked -= 1
                 self._ready_cond.notify()
                 return
-            if self._workers >= self._max_workers:
+            if self._live >= self._max_workers:
                 return
-            self._workers += 1
+            self._live += 1
         finally:
             lock.release()
         self._start_worker()
@@ -349,9 +349,9 @@ class Core:
             self._parked -= 1
             self._ready_cond.notify()
             return False
-        if self._workers >= self._max_workers:
+        if self._live >= self._max_workers:
             return False
-        self._workers += 1
+        self._live += 1
         return True
 
     def _wait_for_space(
@@ -366,7 +366,7 @@ class Core:
         assert capacity is not None
         if not block:
             raise errors.queue_full(master, capacity)
-        if _get_ident() in self._worker_ids:
+        if _get_ident() in self._worker_idents:
             raise errors.queue_full(master, capacity, "worker")
         while True:
             key = id(mb)
@@ -410,8 +410,8 @@ class Core:
             self._spawn()
         except BaseException as exc:
             with self._lock:
-                self._workers -= 1
-                alive = self._workers > 0
+                self._live -= 1
+                alive = self._live > 0
                 orphaned = not alive and bool(self._ready)
             if alive:
                 # The item is accepted either way and sits on the ready queue, which
@@ -435,25 +435,25 @@ class Core:
     def run_worker(self) -> None:
         """Body of one worker thread; returns when closed and drained."""
         ident = _get_ident()
-        tally = _Tally()
+        slot = _Slot()
         lock = self._lock
         with lock:
-            self._worker_ids.add(ident)
-            self._tallies.append(tally)
+            self._worker_idents.add(ident)
+            self._slots.append(slot)
         try:
-            self._serve(lock, tally)
+            self._run_mailbox(lock, slot)
         finally:
             with lock:
-                self._worker_ids.discard(ident)
-                self._workers -= 1
-                self._tallies.remove(tally)
-                self._completed += tally.completed
-                self._failed += tally.failed
-                self._cancelled += tally.cancelled
-                if tally.busy:  # only on a bug in _serve: the item is lost
+                self._worker_idents.discard(ident)
+                self._live -= 1
+                self._slots.remove(slot)
+                self._completed += slot.completed
+                self._failed += slot.failed
+                self._cancelled += slot.cancelled
+                if slot.busy:  # only on a bug in _run_mailbox: the item is lost
                     self._cancelled += 1
 
-    def _serve(self, lock: threading.Lock, tally: _Tally) -> None:
+    def _run_mailbox(self, lock: threading.Lock, slot: _Slot) -> None:
         """Take a mailbox, handle up to BATCH of its items, hand it back; repeat.
 
         Without ``capacity`` items are popped without the lock: a producer
@@ -463,7 +463,7 @@ class Core:
         other end, and deque pops are atomic, so each item goes to exactly one
         side and what is cancelled is a suffix. With ``capacity`` each pop
         takes the lock, so that a producer about to wait for room cannot miss
-        its wake-up. The counts go to this worker's own ``_Tally``.
+        its wake-up. The counts go to this worker's own ``_Slot``.
         """
         handler = self._handler
         ready = self._ready
@@ -481,7 +481,7 @@ class Core:
             stop = None  # _RETRY or _PAUSE: the mailbox leaves this worker's hands
             try:
                 if retries and id(mb) in retries:
-                    stop = self._run_retry(mb, tally)
+                    stop = self._run_retry(mb, slot)
                 for _ in range(batch if stop is None else 0):
                     if bounded:
                         with lock:
@@ -497,7 +497,7 @@ class Core:
                             item = mb.popleft()
                         except IndexError:  # cancel_pending emptied it meanwhile
                             break
-                    tally.busy = 1
+                    slot.busy = 1
                     if item.__class__ is job_type:
                         outcome = self._run_job(item, mb)
                     else:
@@ -508,14 +508,14 @@ class Core:
                             outcome = self._failure(exc, item, mb, 1)
                     item = None  # the work must not outlive its handling
                     # busy drops first: a reader never counts an item twice.
-                    tally.busy = 0
+                    slot.busy = 0
                     if outcome is True:
-                        tally.completed += 1
+                        slot.completed += 1
                     elif outcome is None:
-                        tally.cancelled += 1
+                        slot.cancelled += 1
                     else:
                         if outcome is not _RETRY:
-                            tally.failed += 1
+                            slot.failed += 1
                         if outcome is not False:
                             stop = outcome
                             break
@@ -556,12 +556,12 @@ class Core:
             finally:
                 lock.release()
 
-    def _run_retry(self, mb: _Mailbox, tally: _Tally) -> object:
+    def _run_retry(self, mb: _Mailbox, slot: _Slot) -> object:
         """Run *mb*'s item that is between runs; return its outcome's stop
         (``_RETRY``/``_PAUSE``) or None when the mailbox's queue goes on."""
         with self._lock:
             item, runs = self._retries.pop(id(mb))
-            tally.busy = 1  # with the pop: the item never stops counting as running
+            slot.busy = 1  # with the pop: the item never stops counting as running
         job = item if item.__class__ is _Job else None
         try:
             result = self._handler(item if job is None else job.work)
@@ -572,12 +572,12 @@ class Core:
                 _settle(job.future.set_result, result)
             outcome = True
         item = job = result = None
-        tally.busy = 0
+        slot.busy = 0
         if outcome is True:
-            tally.completed += 1
+            slot.completed += 1
             return None
         if outcome is not _RETRY:
-            tally.failed += 1
+            slot.failed += 1
         return None if outcome is False else outcome
 
     def _failure(self, exc: BaseException, item: Any, mb: _Mailbox, runs: int) -> object:
@@ -602,8 +602,8 @@ class Core:
             runs = self._retries[id(mb)][1]  # only this worker touches it now
             with self._lock:
                 self._held -= 1
-            assert self._retry is not None and self._schedule is not None
-            self._schedule(self._retry.delay(runs - 1), self._retry_due, mb)
+            assert self._retry is not None and self._timer_schedule is not None
+            self._timer_schedule(self._retry.delay(runs - 1), self._retry_due, mb)
             return
         with self._lock:
             self._held -= 1
@@ -630,9 +630,9 @@ class Core:
                 self._parked -= 1
                 self._ready_cond.notify()
                 return
-            if self._workers >= self._max_workers:
+            if self._live >= self._max_workers:
                 return
-            self._workers += 1
+            self._live += 1
         self._start_worker()
 
     def _take(self, mb: _Mailbox, futures: list[Future[Any]]) -> list[Any]:
@@ -723,8 +723,8 @@ class Core:
     def _unfinished(self) -> int:
         """Accepted and not finished (lock held; O(workers))."""
         done = self._completed + self._failed + self._cancelled
-        for tally in self._tallies:
-            done += tally.completed + tally.failed + tally.cancelled
+        for slot in self._slots:
+            done += slot.completed + slot.failed + slot.cancelled
         return self._dispatched - done
 
     def _on_drained(self) -> None:
@@ -766,7 +766,7 @@ class Core:
 
     def is_worker_thread(self) -> bool:
         """Whether the calling thread is one of this core's workers."""
-        return _get_ident() in self._worker_ids
+        return _get_ident() in self._worker_idents
 
     # -- shutdown ---------------------------------------------------------
     @property
@@ -889,9 +889,9 @@ class Core:
                 self._parked -= 1
                 self._ready_cond.notify()
                 return
-            if self._workers >= self._max_workers:
+            if self._live >= self._max_workers:
                 return
-            self._workers += 1
+            self._live += 1
         self._start_worker()
 
     def paused(self) -> frozenset[Hashable]:
@@ -925,16 +925,16 @@ class Core:
         self._closed = True
         self._reason = reason
         # The parent runs what it had accepted; here it never will.
-        for tally in self._tallies:
-            self._completed += tally.completed
-            self._failed += tally.failed
-        self._tallies = []
+        for slot in self._slots:
+            self._completed += slot.completed
+            self._failed += slot.failed
+        self._slots = []
         self._cancelled = self._dispatched - self._completed - self._failed
         self._masters = {}
         self._ready = deque()
         self._blocked = {}
-        self._worker_ids = set()
-        self._workers = 0
+        self._worker_idents = set()
+        self._live = 0
         self._parked = 0
         self._idle_waiters = 0
         self._held = 0
@@ -958,13 +958,13 @@ class Core:
         with self._lock:
             completed, failed, cancelled = self._completed, self._failed, self._cancelled
             running = len(self._retries)  # items between two runs
-            for tally in self._tallies:
+            for slot in self._slots:
                 # Read the counts before busy (the worker writes busy first):
                 # an item in transit is then counted once or as pending, never twice.
-                completed += tally.completed
-                failed += tally.failed
-                cancelled += tally.cancelled
-                running += tally.busy
+                completed += slot.completed
+                failed += slot.failed
+                cancelled += slot.cancelled
+                running += slot.busy
             pending = self._dispatched - completed - failed - cancelled - running
             return (
                 self._dispatched,
@@ -974,7 +974,7 @@ class Core:
                 pending,
                 running,
                 len(self._masters),
-                self._workers,
+                self._live,
                 self._retried,
                 len(self._paused),
             )
