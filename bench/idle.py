@@ -9,7 +9,7 @@ main thread sleeps. Reported: CPU seconds per wall second, in percent of one cor
 min-max over ``--rounds`` rounds). Target: under 1 %.
 
     python bench/idle.py                     # 3 rounds of 5 s per core
-    python bench/idle.py --rounds 1 --seconds 1 --json out.json
+    python bench/idle.py --rounds 1 --seconds 1 --core python --json out.json
 
 Standard library only: it runs in a bare free-threaded venv.
 """
@@ -62,9 +62,12 @@ def measure(core: str, seconds: float) -> dict[str, Any]:
 
 
 def run_child(core: str, seconds: float) -> dict[str, Any]:
-    env = dict(os.environ)
+    # The core is chosen by the child's environment alone: no inherited switch may override it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTDISPATCH_")}
     if core == "python":
         env["FASTDISPATCH_NO_EXTENSIONS"] = "1"
+    else:
+        env["FASTDISPATCH_REQUIRE_EXTENSIONS"] = "1"
     out = subprocess.run(
         [sys.executable, __file__, "--child", core, "--seconds", str(seconds)],
         env=env,
@@ -87,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--core", choices=CORES, action="append", help="only this core; repeatable (default: both)"
+    )
     ap.add_argument("--child", choices=CORES, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -94,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.rounds < 1 or args.seconds <= 0:
         ap.error("--rounds and --seconds must be positive")
-    runs: dict[str, list[float]] = {core: [] for core in CORES}
+    cores = args.core or list(CORES)
+    runs: dict[str, list[float]] = {core: [] for core in cores}
     for _ in range(args.rounds):
-        for core in CORES:
+        for core in cores:
             r = run_child(core, args.seconds)
             runs[core].append(100.0 * r["cpu_s"] / r["wall_s"])
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
