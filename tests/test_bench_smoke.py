@@ -199,6 +199,24 @@ def test_thread_peers_report_their_limit(bench: dict[str, ModuleType]) -> None:
     assert scenarios.infeasible("fd-cython", "S3", full) is None
 
 
+@pytest.mark.timeout(300)
+def test_idle_bench_reports_each_core(tmp_path: Path) -> None:
+    cores = ["cython", "python"] if _compiled_available() else ["python"]
+    out = tmp_path / "idle.json"
+    cmd = [sys.executable, str(BENCH / "idle.py"), "--rounds", "1", "--seconds", "0.1"]
+    cmd += ["--json", str(out)]
+    for core in cores:
+        cmd += ["--core", core]
+    proc = subprocess.run(
+        cmd, env=_child_env(), capture_output=True, text=True, timeout=280, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert sorted(result["percent_of_core"]) == sorted(cores)
+    for values in result["percent_of_core"].values():
+        assert len(values) == 1 and values[0] >= 0
+
+
 def test_ratios_pair_the_contenders_of_each_round() -> None:
     sys.path.insert(0, str(BENCH))
     try:

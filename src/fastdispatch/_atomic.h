@@ -296,6 +296,9 @@ typedef struct {
      * waiter's wake-up, so one slow-to-wake worker cannot absorb every
      * notification while work piles up (the pool grows instead). */
     int64_t tokens;
+    /* 1 while a worker polls for work before parking (at most one does):
+     * a waker that sees it skips its wake-up, the spinner takes the work. */
+    int64_t spinning;
     fd_mutex mutex;
 #if defined(_WIN32)
     CONDITION_VARIABLE cond;
@@ -308,6 +311,7 @@ static inline int fd_event_init(fd_event *e) {
     e->epoch = 0;
     e->waiters = 0;
     e->tokens = 0;
+    e->spinning = 0;
     if (fd_mutex_init(&e->mutex) != 0) return -1;
 #if defined(_WIN32)
     InitializeConditionVariable(&e->cond);
@@ -388,6 +392,54 @@ static inline void fd_event_notify(fd_event *e, int all) {
 }
 
 static inline void fd_event_notify_one(fd_event *e) { fd_event_notify(e, 0); }
+
+/* ------------------------------------------------------------------ */
+/* The spinner: one idle worker polls briefly before it parks.          */
+/*                                                                      */
+/*   spinner: if (fd_event_try_spin(e)) { poll, bounded, with           */
+/*            fd_spin_pause(i); fd_event_stop_spin(e); look for work }  */
+/*            then the waiter protocol above.                           */
+/*   waker:   publish work; if (!fd_event_spinning(e)) wake as usual.   */
+/* Go's scheduler does the same with its "spinning M": with a producer   */
+/* and a worker truly running at once, the worker that has just run dry  */
+/* finds the next item within microseconds, and parking it (then waking  */
+/* it) would cost two or three futex calls per item. One spinner at      */
+/* most, so idle workers never crowd out a producer on a small machine.  */
+/* Dekker again: the stop is a seq_cst RMW followed by a look for work,  */
+/* the waker publishes, fences, then reads the flag: either the spinner  */
+/* sees the work or the waker sees no spinner (and wakes someone).       */
+/* ------------------------------------------------------------------ */
+
+/* Become the spinner; 1 if this thread is now the only one. */
+static inline int fd_event_try_spin(fd_event *e) {
+    int64_t expected = 0;
+    if (fd_load_relaxed(&e->spinning) != 0) return 0;
+    return fd_cas(&e->spinning, &expected, 1);
+}
+
+/* The fence orders the flag's release before the spinner's last look for
+ * work even where acquire loads may pass a store (ARMv8.3 LDAPR). */
+static inline void fd_event_stop_spin(fd_event *e) {
+    fd_fetch_add(&e->spinning, -1);
+    fd_fence();
+}
+
+static inline int fd_event_spinning(fd_event *e) {
+    fd_fence();
+    return fd_load(&e->spinning) != 0;
+}
+
+/* One step of a bounded spin: a few pause instructions, and every 8th step
+ * the CPU itself, so a spinner sharing a core with a producer or a busy
+ * worker lets them run (on a 2-core machine there usually is one). */
+static inline void fd_spin_pause(int step) {
+    int k;
+    if ((step & 7) == 7) {
+        fd_thread_yield();
+        return;
+    }
+    for (k = 0; k < 16; k++) fd_cpu_relax();
+}
 static inline void fd_event_notify_all(fd_event *e) { fd_event_notify(e, 1); }
 
 #endif /* FASTDISPATCH_ATOMIC_H */

@@ -37,6 +37,7 @@ from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.stdint cimport int64_t
 
+import sys
 import threading
 import time
 
@@ -61,6 +62,7 @@ cdef extern from "_atomic.h" nogil:
     void fd_spin_lock(int64_t *lock)
     void fd_spin_unlock(int64_t *lock)
     void fd_fence()
+    void fd_spin_pause(int step)
 
     ctypedef struct fd_event:
         pass
@@ -72,6 +74,9 @@ cdef extern from "_atomic.h" nogil:
     bint fd_event_take_token(fd_event *e)
     void fd_event_notify_one(fd_event *e)
     void fd_event_notify_all(fd_event *e)
+    bint fd_event_try_spin(fd_event *e)
+    void fd_event_stop_spin(fd_event *e)
+    bint fd_event_spinning(fd_event *e)
 
     ctypedef struct fd_mutex:
         pass
@@ -125,6 +130,17 @@ cdef enum:
 cdef enum:
     FIRST_CHUNK = 4  # most masters hold few items: small first (inside the mailbox), doubling
 cdef int64_t MAX_CHUNK = 1024
+
+# The spinner's budget, in fd_spin_pause steps (each well under a
+# microsecond, or a yield of the CPU), adaptive between these bounds: a spin
+# that finds work doubles it, one that comes up empty takes a quarter off.
+# While producers keep up (the spinner finds the next item in microseconds)
+# it stays long; a worker that waits in vain (a producer slower than the
+# window, or descheduled on a busy machine) is soon back to parking almost at
+# once, so the spinner does not hold a CPU that a producer needs.
+cdef enum:
+    SPIN_MIN = 4
+    SPIN_MAX = 64
 
 
 # -- ring chunks ---------------------------------------------------------
@@ -299,7 +315,7 @@ cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
 
 cdef struct ReadyQueue:
     Node *head         # atomic: producers swap themselves in here
-    Node *tail         # consumer end, under lock
+    Node *tail         # atomic: consumer end, written under lock (rq_peek reads it without)
     Node stub
     fd_mutex lock
 
@@ -318,6 +334,14 @@ cdef inline void rq_push(ReadyQueue *q, Node *n) noexcept nogil:
     fd_store_ptr(<void **>&prev.next, n)
 
 
+cdef inline bint rq_peek(ReadyQueue *q) noexcept nogil:
+    """Whether the queue looks non-empty, without its lock (a hint: the
+    spinner polls with it, so that it never contends for the lock)."""
+    # The tail is the stub or the next node to hand out; a push moves head.
+    return (fd_load_ptr(<void **>&q.tail) != <void *>&q.stub
+            or fd_load_ptr(<void **>&q.head) != <void *>&q.stub)
+
+
 cdef inline Node *rq_pop_locked(ReadyQueue *q, bint *busy) noexcept nogil:
     cdef Node *t = q.tail
     cdef Node *nxt = <Node *>fd_load_ptr(<void **>&t.next)
@@ -325,11 +349,11 @@ cdef inline Node *rq_pop_locked(ReadyQueue *q, bint *busy) noexcept nogil:
     if t == &q.stub:
         if nxt == NULL:
             return NULL
-        q.tail = nxt
+        fd_store_ptr(<void **>&q.tail, nxt)
         t = nxt
         nxt = <Node *>fd_load_ptr(<void **>&nxt.next)
     if nxt != NULL:
-        q.tail = nxt
+        fd_store_ptr(<void **>&q.tail, nxt)
         return t
     h = <Node *>fd_load_ptr(<void **>&q.head)
     if t != h:
@@ -338,7 +362,7 @@ cdef inline Node *rq_pop_locked(ReadyQueue *q, bint *busy) noexcept nogil:
     rq_push(q, &q.stub)
     nxt = <Node *>fd_load_ptr(<void **>&t.next)
     if nxt != NULL:
-        q.tail = nxt
+        fd_store_ptr(<void **>&q.tail, nxt)
         return t
     busy[0] = True
     return NULL
@@ -439,6 +463,13 @@ cdef class _Mailbox:
             c = n
 
 
+def _gil_enabled():
+    """Whether the GIL is on right now (always before 3.13; on a free-threaded
+    build unless PYTHON_GIL=1 or an extension turned it back on)."""
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
 cdef double _parse_timeout(object timeout) except -2.0:
     """-1.0 for "no limit", else seconds >= 0."""
     if timeout is None:
@@ -476,6 +507,8 @@ cdef class Core:
     cdef int64_t _live
     cdef int64_t _shutdown
     cdef int64_t _idle_waiters
+    cdef int64_t _spin_budget  # atomic: see SPIN_MIN; written by the spinner only
+    cdef bint _spin  # whether idle workers spin at all (not with the GIL)
     cdef Slot *_slots
     cdef ReadyQueue _rq
     cdef fd_event _event
@@ -498,6 +531,7 @@ cdef class Core:
 
     def __cinit__(self):
         rq_init(&self._rq)
+        self._spin_budget = SPIN_MIN
         if fd_mutex_init(&self._rq.lock) != 0 or fd_event_init(&self._event) != 0:
             raise MemoryError("cannot initialise the dispatcher's locks")
 
@@ -517,6 +551,10 @@ cdef class Core:
         self._spawn = spawn
         self._capacity = -1 if capacity is None else capacity
         self._max_workers = max_workers
+        # With the GIL a producer and a worker never run at once: a spinner
+        # would find the next item only after the producer drops the GIL,
+        # and would then wait for the GIL anyway.
+        self._spin = not _gil_enabled()
         self._slots = <Slot *>PyMem_RawCalloc(<size_t>max_workers, sizeof(Slot))
         if self._slots == NULL:
             raise MemoryError()
@@ -660,6 +698,8 @@ cdef class Core:
         cdef int64_t n
         Py_INCREF(mb)  # the ready queue's reference
         rq_push(&self._rq, &mb.r.node)
+        if self._spin and fd_event_spinning(&self._event):
+            return 0  # the spinner takes it: no wake-up, no new thread
         # Wake an idle worker if one is left unclaimed, else grow the pool.
         if fd_event_take_token(&self._event):
             fd_event_notify_one(&self._event)
@@ -800,6 +840,10 @@ cdef class Core:
                 return n
             if self._should_exit():
                 return NULL
+            if self._spin and fd_event_try_spin(&self._event):
+                n = self._spin_for_work()
+                if n != NULL:
+                    return n
             key = fd_event_prepare(&self._event)
             n = rq_pop(&self._rq)
             if n != NULL:
@@ -809,6 +853,75 @@ cdef class Core:
                 fd_event_cancel(&self._event)
                 return NULL
             fd_event_wait(&self._event, key)
+
+    cdef Node *_spin_for_work(self) noexcept nogil:
+        """As the spinner: poll the ready queue for a bounded while, then
+        stop spinning and take a mailbox if there is one."""
+        cdef Node *n
+        cdef int step = 0
+        cdef int budget = <int>fd_load_relaxed(&self._spin_budget)
+        while step < budget:
+            if rq_peek(&self._rq) or self._should_exit():
+                break
+            fd_spin_pause(step)
+            step += 1
+        self._adapt_spin(step, budget)
+        fd_event_stop_spin(&self._event)
+        n = rq_pop(&self._rq)
+        if n != NULL and rq_peek(&self._rq):
+            # Producers skipped their wake-ups while this worker spun: the
+            # rest of the queue goes to a parked worker, if there is one.
+            if fd_event_take_token(&self._event):
+                fd_event_notify_one(&self._event)
+        return n
+
+    cdef bint _linger(self, Ring *r) noexcept:
+        """The mailbox r just ran dry: as the spinner, keep it a few
+        microseconds; True if an item for it arrived meanwhile.
+
+        A producer that feeds one master as fast as the worker drains it
+        would otherwise find the mailbox freed after nearly every item and
+        pay for a new one, a ready-queue trip and a wake-up."""
+        cdef bint got
+        if not self._spin or not fd_event_try_spin(&self._event):
+            return False
+        with nogil:
+            got = self._linger_spin(r)
+        return got
+
+    cdef inline void _adapt_spin(self, int steps, int budget) noexcept nogil:
+        """By the spinner, before it stops: a spin of `steps` out of `budget`."""
+        if steps < budget:
+            budget = 2 * budget
+        else:
+            budget -= budget // 4
+        if budget < SPIN_MIN:
+            budget = SPIN_MIN
+        elif budget > SPIN_MAX:
+            budget = SPIN_MAX
+        fd_store(&self._spin_budget, budget)
+
+    cdef bint _linger_spin(self, Ring *r) noexcept nogil:
+        cdef int step = 0
+        cdef bint got = False
+        cdef int budget = <int>fd_load_relaxed(&self._spin_budget)
+        while step < budget:
+            if ring_queued(r) > 0:
+                got = True
+                break
+            if rq_peek(&self._rq) or (fd_load(&self._intake) & CLOSED):
+                break  # other masters are waiting: do not sit on this one
+            fd_spin_pause(step)
+            step += 1
+        self._adapt_spin(step, budget)
+        fd_event_stop_spin(&self._event)
+        if not got and ring_queued(r) == 0:
+            return False  # this worker goes on to the ready queue itself
+        if rq_peek(&self._rq) and fd_event_take_token(&self._event):
+            # Producers skipped their wake-ups while this worker spun, and it
+            # stays with this master: a parked worker serves the others.
+            fd_event_notify_one(&self._event)
+        return True
 
     cdef bint _run_mailbox(self, _Mailbox mb, Slot *slot) noexcept:
         """Handle up to BATCH items; True if mb went back on the ready queue
@@ -851,6 +964,8 @@ cdef class Core:
                 ring_reclaim(r)
             fd_spin_unlock(&r.lock)
             if p == NULL:
+                if self._linger(r):
+                    continue  # the master's next item came while we held on
                 if ring_try_kill(r, SCHEDULED):
                     self._forget(mb)
                     break
