@@ -165,7 +165,7 @@ class Timer:
                 # The timer must outlive one bad hand-back, or every later
                 # backoff would wait forever.
                 logger.exception("fastdispatch timer: %r(%r) raised", fn, arg)
-            fn = arg = None
+            del fn, arg  # the item must not outlive its hand-back while the timer waits
 
     def join(self) -> None:
         """Wait until everything scheduled has been called and the thread is gone."""

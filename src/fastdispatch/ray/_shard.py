@@ -84,6 +84,7 @@ class Shard:
         try:
             result = self._handle(work)
         except BaseException as exc:
+            record: tuple[int, int, BaseException | None]
             if want:
                 record = (item_id, FAILED, _portable(exc))
             else:
@@ -98,9 +99,9 @@ class Shard:
             try:
                 _dumps(result)
             except Exception as why:
-                exc = TypeError(f"the handler's result {result!r} cannot be pickled: {why}")
+                error = TypeError(f"the handler's result {result!r} cannot be pickled: {why}")
                 with self._out:
-                    self._other.append((item_id, FAILED, exc))
+                    self._other.append((item_id, FAILED, error))
                     self._out.notify()
                 return
         with self._out:
