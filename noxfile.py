@@ -117,7 +117,8 @@ def lint(session: nox.Session) -> None:
     session.install(*LINT_TOOLS)
     session.run("ruff", "check", *LINTED)
     session.run("ruff", "format", "--check", *LINTED)
-    session.run("cython-lint", *sorted(str(p) for p in ROOT.glob("src/**/*.pyx")))
+    cython_files = [p for ext in ("pyx", "pxd", "pxi") for p in ROOT.glob(f"src/**/*.{ext}")]
+    session.run("cython-lint", *sorted(map(str, cython_files)))
     session.run("mypy", "src")
 
 

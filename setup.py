@@ -44,7 +44,7 @@ PACKAGE_DIR = ROOT / "src" / "fastdispatch"
 EXTENSION_NAME = "fastdispatch._core_c"
 # Relative paths: setuptools wants them so for sdists and in-tree builds.
 EXTENSION_SOURCE = "src/fastdispatch/_core_c.pyx"
-EXTENSION_INCLUDE_DIR = "src/fastdispatch"  # _atomic.h
+EXTENSION_INCLUDE_DIR = "src/fastdispatch"  # _atomic.h, _parking.h, _pycompat.h
 # The asyncio core, an extension of its own in the fastdispatch.aio package.
 AIO_EXTENSION_NAME = "fastdispatch.aio._core_c"
 AIO_EXTENSION_SOURCE = "src/fastdispatch/aio/_core_c.pyx"
@@ -132,7 +132,7 @@ def extensions(policy: BuildPolicy) -> list[Extension]:
         return []
     depends = sorted(
         str(path.relative_to(ROOT)).replace(os.sep, "/")
-        for pattern in ("*.pxd", "*.h")
+        for pattern in ("*.pxd", "*.pxi", "*.h")
         for path in PACKAGE_DIR.glob(pattern)
     )
     return [

@@ -1,4 +1,4 @@
-"""The portable C layer (src/fastdispatch/_atomic.h) on its own, in C.
+"""The portable C layer (src/fastdispatch/_atomic.h and _parking.h) on its own, in C.
 
 Compiled with each C compiler found here, once through the compiler's
 builtins and once through C11 <stdatomic.h> (FD_FORCE_C11). The MSVC branch

@@ -37,6 +37,42 @@ from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.stdint cimport int64_t
 
+from fastdispatch._atomic cimport (
+    fd_load,
+    fd_load_relaxed,
+    fd_store,
+    fd_fetch_add,
+    fd_fetch_or,
+    fd_cas,
+    fd_load_ptr,
+    fd_store_ptr,
+    fd_exchange_ptr,
+    fd_cas_ptr,
+    fd_backoff,
+    fd_thread_yield,
+    fd_spin_lock,
+    fd_spin_unlock,
+    fd_fence,
+    fd_spin_pause,
+    fd_event,
+    fd_event_init,
+    fd_event_destroy,
+    fd_event_prepare,
+    fd_event_cancel,
+    fd_event_wait,
+    fd_event_take_token,
+    fd_event_notify_one,
+    fd_event_notify_all,
+    fd_event_try_spin,
+    fd_event_stop_spin,
+    fd_event_spinning,
+    fd_mutex,
+    fd_mutex_init,
+    fd_mutex_destroy,
+    fd_mutex_lock,
+    fd_mutex_unlock,
+)
+
 import sys
 import threading
 import time
@@ -44,46 +80,6 @@ import time
 from fastdispatch import _errors as errors
 from fastdispatch._errors import DispatcherClosed
 from fastdispatch._future import Future  # cheap to create when nobody waits on it
-
-
-cdef extern from "_atomic.h" nogil:
-    int64_t fd_load(const int64_t *p)
-    int64_t fd_load_relaxed(const int64_t *p)
-    void fd_store(int64_t *p, int64_t v)
-    int64_t fd_fetch_add(int64_t *p, int64_t v)
-    int64_t fd_fetch_or(int64_t *p, int64_t v)
-    bint fd_cas(int64_t *p, int64_t *expected, int64_t desired)
-    void *fd_load_ptr(void **p)
-    void fd_store_ptr(void **p, void *v)
-    void *fd_exchange_ptr(void **p, void *v)
-    bint fd_cas_ptr(void **p, void **expected, void *desired)
-    void fd_backoff(int *spins)
-    void fd_thread_yield()
-    void fd_spin_lock(int64_t *lock)
-    void fd_spin_unlock(int64_t *lock)
-    void fd_fence()
-    void fd_spin_pause(int step)
-
-    ctypedef struct fd_event:
-        pass
-    int fd_event_init(fd_event *e)
-    void fd_event_destroy(fd_event *e)
-    int64_t fd_event_prepare(fd_event *e)
-    void fd_event_cancel(fd_event *e)
-    void fd_event_wait(fd_event *e, int64_t key)
-    bint fd_event_take_token(fd_event *e)
-    void fd_event_notify_one(fd_event *e)
-    void fd_event_notify_all(fd_event *e)
-    bint fd_event_try_spin(fd_event *e)
-    void fd_event_stop_spin(fd_event *e)
-    bint fd_event_spinning(fd_event *e)
-
-    ctypedef struct fd_mutex:
-        pass
-    int fd_mutex_init(fd_mutex *m)
-    void fd_mutex_destroy(fd_mutex *m)
-    void fd_mutex_lock(fd_mutex *m)
-    void fd_mutex_unlock(fd_mutex *m)
 
 
 cdef extern from "_pycompat.h":
@@ -143,268 +139,11 @@ cdef enum:
     SPIN_MAX = 64
 
 
-# -- ring chunks ---------------------------------------------------------
+# -- nogil data structures ------------------------------------------------
 
-cdef struct Chunk:
-    Chunk *next        # atomic: set once by the producer that overflows
-    int64_t base       # sequence number of slots[0]
-    int64_t size
-    int64_t embedded   # the first chunk lives inside its _Mailbox: never freed alone
-    PyObject **slots   # size slots (right after the header); NULL = not yet stored
-
-
-cdef Chunk *chunk_new(int64_t base, int64_t size) noexcept nogil:
-    cdef Chunk *c = <Chunk *>PyMem_RawCalloc(
-        1, sizeof(Chunk) + <size_t>size * sizeof(PyObject *))
-    if c != NULL:
-        c.base = base
-        c.size = size
-        c.slots = <PyObject **>(<char *>c + sizeof(Chunk))
-    return c
-
-
-cdef inline void chunk_free(Chunk *c) noexcept nogil:
-    if not c.embedded:
-        PyMem_RawFree(c)
-
-
-cdef Chunk *chunk_new_retrying(int64_t base, int64_t size) noexcept nogil:
-    # A reserved slot must be published, or the consumer would wait for it
-    # forever; a few KiB that cannot be had now are retried, not given up.
-    cdef Chunk *c = chunk_new(base, size)
-    cdef int spins = 0
-    while c == NULL:
-        fd_backoff(&spins)
-        c = chunk_new(base, size)
-    return c
-
-
-cdef struct Node:
-    Node *next         # atomic
-    PyObject *owner    # the _Mailbox (borrowed; the queue's reference is counted separately)
-
-
-cdef struct Ring:
-    int64_t word       # atomic: (reserved << 2) | state
-    int64_t taken      # atomic: items ever taken out; written under lock only
-    int64_t blocked    # atomic: producers waiting for room
-    int64_t lock       # consumer-side spin lock
-    Chunk *tail        # atomic: at or before the chunk of the newest reservation
-    Chunk *head        # consumer: chunk of the next item
-    int64_t head_idx   # consumer: slot of the next item in head
-    Chunk *oldest      # consumer: first chunk not yet freed (chain oldest..head retired)
-    int64_t running    # owner: an item of this master is being handled
-    Node node          # link in the ready queue
-
-
-cdef inline int64_t ring_queued(Ring *r) noexcept nogil:
-    # taken is read first: it never passes reserved, which only grows, so
-    # this is never < 0 (read the other way round, items reserved and taken
-    # between the two loads would make it negative).
-    cdef int64_t taken = fd_load(&r.taken)
-    return (fd_load(&r.word) >> 2) - taken
-
-
-cdef inline int64_t ring_reserve(Ring *r, int64_t capacity) noexcept nogil:
-    """Reserve the next sequence number and mark the ring SCHEDULED (a PAUSED
-    one stays PAUSED): the old word (its sequence number is old >> 2), or -1
-    if DEAD, -2 if full."""
-    cdef int64_t w = fd_load(&r.word)
-    while True:
-        if (w & STATE_MASK) == DEAD:
-            return -1
-        # A stale `taken` only overstates the queue: full a moment early,
-        # never over capacity.
-        if capacity >= 0 and (w >> 2) - fd_load(&r.taken) >= capacity:
-            return -2
-        # IDLE | SCHEDULED = SCHEDULED, PAUSED | SCHEDULED = PAUSED.
-        if fd_cas(&r.word, &w, (w + COUNT_ONE) | SCHEDULED):
-            return w
-
-
-cdef inline void ring_push(Ring *r, Chunk *c, int64_t seq, PyObject *item) noexcept nogil:
-    """Publish the item reserved as number seq. c is the tail as read before
-    the reservation (so c.base <= seq), by a caller inside the intake (so no
-    chunk from c on has been freed)."""
-    cdef Chunk *n
-    cdef Chunk *fresh
-    cdef void *expected
-    cdef int64_t size
-    while seq - c.base >= c.size:
-        n = <Chunk *>fd_load_ptr(<void **>&c.next)
-        if n == NULL:
-            size = c.size * 2
-            if size > MAX_CHUNK:
-                size = MAX_CHUNK
-            fresh = chunk_new_retrying(c.base + c.size, size)
-            expected = NULL
-            if fd_cas_ptr(<void **>&c.next, &expected, fresh):
-                n = fresh
-            else:
-                chunk_free(fresh)
-                n = <Chunk *>expected
-        # Move the tail on past every chunk walked through (whoever wins),
-        # before publishing: a chunk the consumer has left is never the tail
-        # once its item's producer is out of the intake.
-        expected = c
-        fd_cas_ptr(<void **>&r.tail, &expected, n)
-        c = n
-    fd_store_ptr(<void **>&c.slots[seq - c.base], item)
-
-
-cdef inline PyObject *ring_pop(Ring *r) noexcept nogil:
-    """Consumer, under r.lock: take the next item (the ring's reference), or
-    NULL when nothing is reserved."""
-    cdef Chunk *c
-    cdef Chunk *n
-    cdef PyObject *item
-    cdef int spins = 0
-    cdef int64_t taken = fd_load_relaxed(&r.taken)  # only lock holders write it
-    if (fd_load(&r.word) >> 2) == taken:
-        return NULL
-    c = r.head
-    if r.head_idx == c.size:
-        # The reserved item lives in a later chunk; its producer links it
-        # before publishing, a few instructions away.
-        n = <Chunk *>fd_load_ptr(<void **>&c.next)
-        while n == NULL:
-            fd_backoff(&spins)
-            n = <Chunk *>fd_load_ptr(<void **>&c.next)
-        r.head = n
-        r.head_idx = 0
-        c = n
-    item = <PyObject *>fd_load_ptr(<void **>&c.slots[r.head_idx])
-    while item == NULL:
-        fd_backoff(&spins)
-        item = <PyObject *>fd_load_ptr(<void **>&c.slots[r.head_idx])
-    c.slots[r.head_idx] = NULL
-    r.head_idx += 1
-    fd_store(&r.taken, taken + 1)
-    return item
-
-
-cdef inline void ring_reclaim(Ring *r) noexcept nogil:
-    """Consumer, under r.lock, with no producer mid-enqueue: free passed chunks."""
-    cdef Chunk *c
-    while r.oldest != r.head:
-        c = r.oldest
-        r.oldest = c.next
-        chunk_free(c)
-
-
-cdef inline bint ring_try_state(Ring *r, int64_t from_state, int64_t to_state) noexcept nogil:
-    """from_state -> to_state, keeping the count (producers may reserve
-    meanwhile); False if the ring is not in from_state."""
-    cdef int64_t w = fd_load(&r.word)
-    while (w & STATE_MASK) == from_state:
-        if fd_cas(&r.word, &w, (w & ~(<int64_t>STATE_MASK)) | to_state):
-            return True
-    return False
-
-
-cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
-    """Empty and in state from_state -> DEAD; False if an item was reserved
-    (or taken by another consumer meanwhile: the caller looks again)."""
-    # Only a reservation or a kill changes the word, so one CAS decides.
-    cdef int64_t taken = fd_load(&r.taken)
-    cdef int64_t w = (taken << 2) | from_state
-    return fd_cas(&r.word, &w, (taken << 2) | DEAD)
-
-
-# -- ready queue -----------------------------------------------------------
-
-cdef struct ReadyQueue:
-    Node *head         # atomic: producers swap themselves in here
-    Node *tail         # atomic: consumer end, written under lock (rq_peek reads it without)
-    Node stub
-    fd_mutex lock
-
-
-cdef inline void rq_init(ReadyQueue *q) noexcept nogil:
-    q.stub.next = NULL
-    q.stub.owner = NULL
-    q.head = &q.stub
-    q.tail = &q.stub
-
-
-cdef inline void rq_push(ReadyQueue *q, Node *n) noexcept nogil:
-    cdef Node *prev
-    fd_store_ptr(<void **>&n.next, NULL)
-    prev = <Node *>fd_exchange_ptr(<void **>&q.head, n)
-    fd_store_ptr(<void **>&prev.next, n)
-
-
-cdef inline bint rq_peek(ReadyQueue *q) noexcept nogil:
-    """Whether the queue looks non-empty, without its lock (a hint: the
-    spinner polls with it, so that it never contends for the lock)."""
-    # The tail is the stub or the next node to hand out; a push moves head.
-    return (fd_load_ptr(<void **>&q.tail) != <void *>&q.stub
-            or fd_load_ptr(<void **>&q.head) != <void *>&q.stub)
-
-
-cdef inline Node *rq_pop_locked(ReadyQueue *q, bint *busy) noexcept nogil:
-    cdef Node *t = q.tail
-    cdef Node *nxt = <Node *>fd_load_ptr(<void **>&t.next)
-    cdef Node *h
-    if t == &q.stub:
-        if nxt == NULL:
-            return NULL
-        fd_store_ptr(<void **>&q.tail, nxt)
-        t = nxt
-        nxt = <Node *>fd_load_ptr(<void **>&nxt.next)
-    if nxt != NULL:
-        fd_store_ptr(<void **>&q.tail, nxt)
-        return t
-    h = <Node *>fd_load_ptr(<void **>&q.head)
-    if t != h:
-        busy[0] = True
-        return NULL
-    rq_push(q, &q.stub)
-    nxt = <Node *>fd_load_ptr(<void **>&t.next)
-    if nxt != NULL:
-        fd_store_ptr(<void **>&q.tail, nxt)
-        return t
-    busy[0] = True
-    return NULL
-
-
-cdef Node *rq_pop(ReadyQueue *q) noexcept nogil:
-    cdef Node *n
-    cdef bint busy
-    cdef int spins = 0
-    while True:
-        busy = False
-        fd_mutex_lock(&q.lock)
-        n = rq_pop_locked(q, &busy)
-        fd_mutex_unlock(&q.lock)
-        if n != NULL or not busy:
-            return n
-        # A producer is between its two stores of a push.
-        fd_backoff(&spins)
-
-
-# -- per-worker counters -----------------------------------------------------
-
-cdef struct Slot:
-    int64_t used       # atomic: claimed by a live worker
-    int64_t running    # written by the owner only
-    int64_t completed
-    int64_t failed
-    int64_t cancelled
-    int64_t owed       # counted above but not yet taken off the intake's unfinished count
-    char pad[16]       # one cache line per worker
-
-
-cdef inline void slot_bump(int64_t *counter) noexcept nogil:
-    # Single writer: a load and a store, no read-modify-write.
-    fd_store(counter, fd_load_relaxed(counter) + 1)
-
-
-cdef inline void slot_done(Slot *slot, int64_t *outcome) noexcept nogil:
-    # Both before anything can observe the outcome (a future's waiter, its
-    # callbacks): stats() derive `dispatched` from the two together.
-    slot_bump(outcome)
-    slot_bump(&slot.owed)
+include "_ring.pxi"
+include "_ready_queue.pxi"
+include "_slots.pxi"
 
 
 # -- Python-level objects -----------------------------------------------------

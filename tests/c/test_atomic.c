@@ -3,7 +3,7 @@
  * the event count never loses a wake-up, also when producers skip it for a
  * spinning consumer, and only one consumer spins at a time. Exit status 0
  * means all held. */
-#include "_atomic.h"
+#include "_parking.h"
 
 #include <pthread.h>
 #include <stdio.h>
