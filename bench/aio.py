@@ -134,8 +134,10 @@ class LockRecipe:
         self.loop.call_soon_threadsafe(self.dispatch, work, key)
 
     async def finish(self) -> None:
-        while self.tasks:
-            await asyncio.gather(*self.tasks)
+        # Not "while self.tasks: await gather(*self.tasks)": when every task is
+        # already done, that await need not yield to the loop (it does not on
+        # 3.13t), so the done callbacks that empty the set never run.
+        await asyncio.gather(*list(self.tasks))
 
 
 class Lanes:
