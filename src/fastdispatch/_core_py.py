@@ -203,6 +203,8 @@ class Core:
         # counts as running; its mailbox is with the timer, then on the ready
         # queue, and the worker that takes it runs this item first.
         self._retries: dict[int, tuple[Any, int]] = {}
+        # Each worker's own _Slot, for the failure path (which is not passed it).
+        self._own_slot = threading.local()
         # Paused masters' mailboxes: in the map (later items join them), but
         # neither ready nor held, so nothing runs them until resume().
         self._paused: dict[Hashable, _Mailbox] = {}
@@ -436,6 +438,7 @@ class Core:
         """Body of one worker thread; returns when closed and drained."""
         ident = _get_ident()
         slot = _Slot()
+        self._own_slot.slot = slot
         lock = self._lock
         with lock:
             self._worker_idents.add(ident)
@@ -588,6 +591,9 @@ class Core:
             with self._lock:
                 self._retries[id(mb)] = (item, runs)
                 self._retried += 1
+                # Now counted running as a retry: stop counting it as the
+                # worker's busy item in the same step, or stats() sees it twice.
+                self._own_slot.slot.busy = 0
             return _RETRY
         if item.__class__ is _Job:
             _settle(item.future.set_exception, exc)
