@@ -346,6 +346,12 @@ class Core:
         mb.master = master
         mb.append(item)
         self._dispatched += 1
+        return self._make_ready(mb)
+
+    def _make_ready(self, mb: _Mailbox) -> bool:
+        """Queue *mb* on the ready queue (lock held) and wake a parked worker;
+        with none parked, claim a new one: True when the caller (after
+        releasing the lock) must call ``_start_worker``."""
         self._ready.append(mb)
         if self._parked:
             self._parked -= 1
@@ -631,14 +637,8 @@ class Core:
     def _retry_due(self, mb: _Mailbox) -> None:
         """The timer: *mb*'s wait before its next run is over, queue it again."""
         with self._lock:
-            self._ready.append(mb)
-            if self._parked:
-                self._parked -= 1
-                self._ready_cond.notify()
+            if not self._make_ready(mb):
                 return
-            if self._live >= self._max_workers:
-                return
-            self._live += 1
         self._start_worker()
 
     def _take(self, mb: _Mailbox, futures: list[Future[Any]]) -> list[Any]:
@@ -890,14 +890,8 @@ class Core:
             if not mb:
                 self._retire(mb)  # nothing held: free it like any drained mailbox
                 return
-            self._ready.append(mb)
-            if self._parked:
-                self._parked -= 1
-                self._ready_cond.notify()
+            if not self._make_ready(mb):
                 return
-            if self._live >= self._max_workers:
-                return
-            self._live += 1
         self._start_worker()
 
     def paused(self) -> frozenset[Hashable]:
