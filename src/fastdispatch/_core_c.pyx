@@ -724,13 +724,15 @@ cdef class Core:
             item = None
         if rc == RUN_RETRY:
             done -= 1  # not finished: it runs again
+        if rc != RUN_OK:
+            # Before the batch counts finished: a wait() that sees the
+            # failed item done must also see its master paused.
+            requeued = self._let_go(mb, rc)
         if done:
             # Cleared first: in between, stats() over-count rather than
             # under-count, and a wait() returns only after the RMW.
             fd_store(&slot.owed, 0)
             self._finish(done)
-        if rc != RUN_OK:
-            requeued = self._let_go(mb, rc)
         return requeued
 
     cdef int _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
