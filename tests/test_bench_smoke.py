@@ -260,7 +260,7 @@ def test_aio_bench_tiny_end_to_end(tmp_path: Path) -> None:
     assert set(cells) == {"fd-cython", "fd-python", "lock-recipe", "lanes-64", "bare"}
     compiled = not _env_flag("FASTDISPATCH_NO_EXTENSIONS")
     for name, row in cells.items():
-        assert set(row) == {"A1", "A3", "A4", "A5", "A6", "A1F"}
+        assert set(row) == {"A1", "A3", "A3N", "A4", "A5", "A6", "A1F"}
         for key, cell in row.items():
             if (name == "bare" and key in ("A4", "A6")) or (key == "A1F" and name != "fd-cython"):
                 assert cell["status"] == "n/a", cell
@@ -277,3 +277,4 @@ def test_aio_bench_tiny_end_to_end(tmp_path: Path) -> None:
         assert results["ratios"]["A1"]["lock-recipe"]["median"] > 0
         assert results["ratios"]["A1F"]["pairs"] == 1
         assert "fd-cython / bare:" in proc.stdout
+    assert "Peak RSS against the 150 MB target" in proc.stdout
