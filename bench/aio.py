@@ -13,7 +13,12 @@ Contenders (the same no-op coroutine handler unless the scenario says):
 * ``lanes-64``: 64 fixed lanes, the key hashed onto one ``asyncio.Queue``
   with one task per lane;
 * ``bare``: ``await handler(work)`` in the producer's loop (the floor; no
-  concurrency, so it has no A4/A6 row).
+  concurrency, so it has no A4/A6 row). In A3N it first builds the list of
+  all inputs, so its peak RSS is what holding the inputs alone costs.
+
+A3 comes in two variants: the producer yields to the loop every 1,000 items
+(A3), or never (A3N: every item is accepted before the first one runs, so
+every master's item is queued at once: the worst case for memory).
 
 Every measurement runs in a fresh child process; rounds are interleaved (all
 contenders of round 1, then round 2, ...). Ratios pair the contenders of the
@@ -55,6 +60,8 @@ LANES = 64
 #: A3's producer yields to the loop after this many items (an asyncio
 #: producer reading a socket yields much more often).
 A3_YIELD_EVERY = 1000
+#: A3's peak RSS target at full size (1,000,000 masters), both variants.
+A3_RSS_TARGET_MB = 150
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Size:
 SIZES: dict[str, dict[str, Size]] = {
     "A1": {"full": Size(1000, 1000), "quick": Size(1000, 200), "tiny": Size(20, 20)},
     "A3": {"full": Size(1_000_000, 1), "quick": Size(200_000, 1), "tiny": Size(2000, 1)},
+    "A3N": {"full": Size(1_000_000, 1), "quick": Size(200_000, 1), "tiny": Size(2000, 1)},
     "A4": {"full": Size(256, 20), "quick": Size(256, 10), "tiny": Size(16, 3)},
     "A5": {"full": Size(1, 5000), "quick": Size(1, 1000), "tiny": Size(1, 50)},
     "A6": {"full": Size(1000, 100, 4), "quick": Size(1000, 25, 4), "tiny": Size(20, 20, 4)},
@@ -76,6 +84,8 @@ SIZES: dict[str, dict[str, Size]] = {
 TITLES = {
     "A1": "{masters:,} masters x {items:,} items, no-op coroutine, one producer (dispatch_nowait)",
     "A3": "{masters:,} one-off masters (producer yields every 1,000 items): items/s, peak RSS",
+    "A3N": "{masters:,} one-off masters, the producer never yields (all queued, then aclose): "
+    "items/s, peak RSS",
     "A4": "await asyncio.sleep(0.001), {masters} masters x {items}, max_concurrency=64",
     "A5": "latency dispatch -> handler start at light load, {items:,} items one at a time",
     "A1F": "A1 bracketed in one process: fd-cython / the mean of the bare-loop runs around it",
@@ -195,7 +205,7 @@ async def noop(work: Any) -> None:
 
 
 async def scenario_throughput(name: str, size: Size, key: str) -> dict[str, Any]:
-    """A1 and A3: one producer, items/s until everything is handled."""
+    """A1, A3 and A3N: one producer, items/s until everything is handled."""
     c = make(name, noop, None)
     masters, items = size.masters, size.items
     t0 = time.perf_counter()
@@ -205,6 +215,12 @@ async def scenario_throughput(name: str, size: Size, key: str) -> dict[str, Any]
                 await noop(i)
                 if i % A3_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+        elif key == "A3N":
+            # Every input alive at once, as in the others' queues: the memory floor.
+            inputs = list(range(masters))
+            for i in inputs:
+                await noop(i)
+            del inputs
         else:
             for seq in range(items):
                 for _m in range(masters):
@@ -215,6 +231,10 @@ async def scenario_throughput(name: str, size: Size, key: str) -> dict[str, Any]
             dispatch(i, i)
             if i % A3_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+    elif key == "A3N":
+        dispatch = c.dispatch
+        for i in range(masters):
+            dispatch(i, i)
     else:
         dispatch = c.dispatch
         for seq in range(items):
@@ -378,7 +398,7 @@ def infeasible(name: str, key: str) -> str | None:
 
 def child(name: str, key: str, size_name: str) -> dict[str, Any]:
     size = SIZES[key][size_name]
-    if key in ("A1", "A3"):
+    if key in ("A1", "A3", "A3N"):
         coro = scenario_throughput(name, size, key)
     elif key == "A4":
         coro = scenario_io(name, size)
@@ -533,7 +553,29 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"fd-cython / {peer}: {fmt_spread(r, 'x')}")
         if lines:
             out += ["Throughput ratios: " + "; ".join(lines) + ".", ""]
+        if key in ("A3", "A3N"):
+            out += [_rss_line(cells, key), ""]
     return "\n".join(out) + "\n"
+
+
+def _rss_line(cells: dict[str, Any], key: str) -> str:
+    """A3's memory target, judged on each asyncio core; the bare row is the inputs' floor."""
+    parts = []
+    floor = cells.get("bare", {}).get(key, {}).get("peak_rss_mb")
+    for name in ("fd-cython", "fd-python"):
+        rss = cells.get(name, {}).get(key, {}).get("peak_rss_mb")
+        if not rss:
+            continue
+        verdict = "met" if rss["max"] <= A3_RSS_TARGET_MB else "NOT met"
+        part = f"{name} {rss['median']:.0f} MB (max {rss['max']:.0f}, {verdict})"
+        if floor:
+            part += f", {rss['median'] - floor['median']:+.0f} MB over bare"
+        parts.append(part)
+    return (
+        f"Peak RSS against the {A3_RSS_TARGET_MB} MB target (set for 1,000,000 masters): "
+        + ("; ".join(parts) or "not measured")
+        + "."
+    )
 
 
 def machine() -> dict[str, Any]:

@@ -328,8 +328,95 @@ def markdown(results: dict[str, Any]) -> str:
     return "".join(out)
 
 
+#: The asyncio scenarios drawn as throughput bars (A5 is a latency, A1F a ratio).
+AIO_RATE_KEYS = ("A1", "A3", "A3N", "A4", "A6")
+#: The asyncio scenarios whose peak RSS is drawn (their memory target: A3_RSS_MB).
+AIO_RSS_KEYS = ("A3", "A3N")
+A3_RSS_MB = 150
+
+
+def _aio_panels(aio: dict[str, Any], ax: Any, rx: Any, colors: Callable[[int], Any]) -> None:
+    """bench/aio.py's results: items/s per scenario on *ax*, A3's peak RSS on *rx*."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    cells: Cells = aio["cells"]
+    names = list(cells)
+    color = {n: colors(i) for i, n in enumerate(names)}
+    keys = [k for k in AIO_RATE_KEYS if k in aio["scenarios"]]
+    width = 0.8 / max(1, len(names))
+    ok = [c for n in names for k in keys if (c := cells[n].get(k, {})).get("status") == "ok"]
+    if ok:
+        low = min(c["value"]["min"] for c in ok)
+        ax.set_ylim(
+            bottom=10 ** math.floor(math.log10(low / 2)),
+            top=max(c["value"]["max"] for c in ok) * 12,
+        )
+    for i, n in enumerate(names):
+        for j, k in enumerate(keys):
+            x = j + (i - (len(names) - 1) / 2) * width
+            c = cells[n].get(k, {})
+            if c.get("status") != "ok":
+                continue  # n/a cells (the bare loop has no A4/A6): no bar
+            v = c["value"]
+            err = [[v["median"] - v["min"]], [v["max"] - v["median"]]]
+            ax.bar(x, v["median"], width, color=color[n], yerr=err, capsize=2)
+            ax.text(x, v["max"] * 1.15, si(v["median"]), rotation=90, ha="center", fontsize=6.5)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels(
+        [f"{k}\n" + textwrap.fill(aio["scenarios"][k], 22) for k in keys], fontsize=7
+    )
+    ax.set_ylabel(f"items/s (log scale, median; whiskers min{DASH}max)")
+    meta = aio["meta"]
+    ax.set_title(
+        f"asyncio: AsyncDispatcher vs recipes (bench/aio.py, {meta['size']} sizes, "
+        f"{meta['rounds']} rounds, {meta['date']})",
+        fontsize=10,
+    )
+    ax.grid(axis="y", which="major", alpha=0.4)
+    ax.legend(
+        handles=[Patch(color=color[n], label=n) for n in names],
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.3),
+        ncol=len(names),
+    )
+    rows = [
+        (f"{n} {k}", c["peak_rss_mb"], color[n])
+        for k in AIO_RSS_KEYS
+        for n in names
+        if (c := cells[n].get(k, {})).get("status") == "ok"
+    ]
+    ys = range(len(rows))
+    rx.barh(
+        list(ys),
+        [r["median"] for _, r, _ in rows],
+        0.7,
+        color=[c for _, _, c in rows],
+        xerr=[
+            [r["median"] - r["min"] for _, r, _ in rows],
+            [r["max"] - r["median"] for _, r, _ in rows],
+        ],
+    )
+    for y, (_, r, _) in zip(ys, rows, strict=True):
+        rx.text(r["max"] * 1.1, y, f"{r['median']:.0f}", va="center", fontsize=7)
+    rx.axvline(A3_RSS_MB, color="red", linestyle="--", linewidth=1, label=f"{A3_RSS_MB} MB target")
+    rx.set_yticks(list(ys))
+    rx.set_yticklabels([label for label, _, _ in rows], fontsize=7)
+    rx.invert_yaxis()
+    rx.set_xscale("log")
+    rx.xaxis.set_major_formatter(ScalarFormatter())
+    rx.xaxis.set_minor_formatter(NullFormatter())
+    rx.set_xlabel("peak RSS, MB (log scale)")
+    rx.set_title("A3 / A3N memory (lower is better)", fontsize=10)
+    rx.grid(axis="x", which="major", alpha=0.4)
+    rx.legend(fontsize=8, loc="lower right")
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Grouped log-scale bars of throughput per scenario, and S5 latency."""
+    """Grouped log-scale bars of throughput per scenario, and S5 latency; below
+    them, when the asyncio step ran, its throughput and A3's memory."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,13 +429,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     names = list(labels)
     colors = {n: plt.get_cmap("tab10")(i) for i, n in enumerate(names)}
     has_lat = LATENCY in keys
-    fig, axes = plt.subplots(
-        1,
-        2 if has_lat else 1,
-        figsize=(15 if has_lat else 11, 6.5),
-        gridspec_kw={"width_ratios": [3, 1.3]} if has_lat else None,
-    )
-    ax = axes[0] if has_lat else axes
+    aio = results.get("aio")
+    has_aio = bool(aio and "cells" in aio)
+    rows = 2 if has_aio else 1
+    fig = plt.figure(figsize=(15 if has_lat or has_aio else 11, 6.5 * rows))
+    grid = fig.add_gridspec(rows, 2, width_ratios=[3, 1.3])
+    ax = fig.add_subplot(grid[0, 0] if has_lat else grid[0, :])
     width = 0.8 / max(1, len(names))
     ok = [c for n in names for k in rate_keys if (c := _ok(cells, n, k))]
     bottom = 10 ** math.floor(math.log10(min(c["value_min"] for c in ok) / 2)) if ok else 1.0
@@ -407,7 +493,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ncol=4,
     )
     if has_lat:
-        lx = axes[1]
+        lx = fig.add_subplot(grid[0, 1])
         lat = [(n, c) for n in names if (c := _ok(cells, n, LATENCY))]
         ys = range(len(lat))
         lx.barh(
@@ -437,6 +523,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
         lx.set_title("S5 latency at light load (lower is better)")
         lx.grid(axis="x", which="major", alpha=0.4)
         lx.legend(fontsize=8, loc="lower right")
+    if has_aio:
+        assert aio is not None
+        _aio_panels(
+            aio, fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), plt.get_cmap("tab10")
+        )
     fig.suptitle(
         f"fastdispatch vs peers · {meta['size']} sizes · {meta['nproc']} CPUs {meta['cpu']} · "
         f"Python {meta['python']} · {meta['date']}",

@@ -4,6 +4,8 @@
     python bench/run.py --quick         # reduced sizes, a few minutes
     python bench/run.py --scenario S1 --scenario micro --rounds 5
     python bench/run.py --scenario aio  # the asyncio scenarios A1-A6 (bench/aio.py)
+    python bench/run.py --from-json bench/results/results.json --aio-json bench/results/aio.json
+                                        # redraw the report and chart, no measuring
 
 Every measurement runs in a fresh child process (``bench/child.py``); rounds
 are interleaved (all contenders of round 1, then round 2, ...) so machine drift
@@ -303,10 +305,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="measure nothing: redraw results.md and the chart from a results.json",
     )
+    ap.add_argument(
+        "--aio-json",
+        type=Path,
+        metavar="PATH",
+        help="with --from-json: take the asyncio step's results from this aio.json "
+        "(bench/aio.py's output) instead of the results.json's own",
+    )
     args = ap.parse_args(argv)
     args.size = args.size or ("quick" if args.quick else "full")
     if args.out is None:
         args.out = BENCH / "results" / ("" if args.size == "full" else args.size)
+    if args.aio_json and not args.from_json:
+        ap.error("--aio-json needs --from-json")
     args.rounds = args.rounds or DEFAULT_ROUNDS[args.size]
     args.timeout = args.timeout or DEFAULT_TIMEOUT[args.size]
     if args.rounds < 1 or args.timeout <= 0:
@@ -336,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         results = json.loads(args.from_json.read_text())
+        if args.aio_json:
+            results["aio"] = json.loads(args.aio_json.read_text())
         if args.out == BENCH / "results" / "" and results["meta"]["size"] != "full":
             args.out = BENCH / "results" / results["meta"]["size"]
         args.out.mkdir(parents=True, exist_ok=True)

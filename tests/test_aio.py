@@ -1002,6 +1002,60 @@ def test_one_off_masters_leave_nothing_behind(AsyncDispatcher: type) -> None:
     run(main)
 
 
+def test_a_master_with_one_queued_item_behaves_like_any_lane(AsyncDispatcher: type) -> None:
+    # A master's first queued item is kept without a lane of its own until a
+    # second item arrives or a worker takes it: order, counts, pending() and
+    # cancel_pending must not see the difference, whatever the work (None too).
+    async def scenario(cancel: bool) -> None:
+        gate = asyncio.Event()
+        seen: list[Any] = []
+
+        async def handle(work: Any) -> str:
+            if work == "block":
+                await gate.wait()
+            seen.append(work)
+            return "done"
+
+        d = AsyncDispatcher(handle, max_concurrency=1)
+        d.dispatch_nowait("block", "x")
+        await until(lambda: d.stats().running == 1, "x running")
+        d.dispatch_nowait(None, "a")
+        future = d.submit_nowait("b0", "b")
+        d.dispatch_nowait(("c", 0), "c")
+        assert (d.pending("a"), d.pending("b"), d.pending("c"), d.pending("z")) == (1, 1, 1, 0)
+        assert d.stats().active_masters == 4
+        d.dispatch_nowait("a1", "a")
+        d.dispatch_nowait(("c", 1), "c")
+        assert (d.pending("a"), d.pending("b"), d.pending("c")) == (2, 1, 2)
+        assert d.stats().pending == 5
+        if cancel:
+            closing = asyncio.ensure_future(d.aclose(cancel_pending=True))
+            await asyncio.sleep(0)
+            gate.set()
+            taken = await closing
+            assert sorted(taken, key=lambda t: t[1]) == [
+                (None, "a"),
+                ("a1", "a"),
+                ("b0", "b"),
+                (("c", 0), "c"),
+                (("c", 1), "c"),
+            ]
+            assert future.cancelled()
+            assert seen == ["block"]
+        else:
+            gate.set()
+            await d.aclose()
+            assert seen == ["block", None, "a1", "b0", ("c", 0), ("c", 1)]
+            assert future.result() == "done"
+        stats = d.stats()
+        assert (stats.pending, stats.running, stats.active_masters) == (0, 0, 0)
+        assert stats.cancelled == (5 if cancel else 0)
+        assert_identity(stats)
+
+    run(lambda: scenario(cancel=False))
+    run(lambda: scenario(cancel=True))
+
+
 def test_debug_logs_every_item(AsyncDispatcher: type, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="fastdispatch")
 

@@ -111,6 +111,20 @@ def test_runner_tiny_end_to_end(tmp_path: Path) -> None:
         assert "compare_to" in micro, micro
         assert "dispatch+handle" in micro["compare_to"]
 
+    # The asyncio step is in the same report and the same chart; the chart can be
+    # redrawn from the saved results, the asyncio ones taken from aio.json.
+    assert results["aio"]["cells"]["fd-python"]["A3N"]["status"] == "ok"
+    assert "## A3N:" in proc.stdout
+    redrawn = tmp_path / "redrawn"
+    cmd = [sys.executable, str(BENCH / "run.py"), "--from-json", str(out / "results.json")]
+    cmd += ["--aio-json", str(out / "aio.json"), "--out", str(redrawn)]
+    proc = subprocess.run(
+        cmd, env=_child_env(), capture_output=True, text=True, timeout=280, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (redrawn / "results.md").read_text() == (out / "results.md").read_text()
+    assert (redrawn / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 class _Recorder:
     """A handler that checks order per master and exclusivity per master."""
@@ -278,7 +292,7 @@ def test_aio_bench_tiny_end_to_end(tmp_path: Path) -> None:
     assert set(cells) == {"fd-cython", "fd-python", "lock-recipe", "lanes-64", "bare"}
     compiled = not _env_flag("FASTDISPATCH_NO_EXTENSIONS")
     for name, row in cells.items():
-        assert set(row) == {"A1", "A3", "A4", "A5", "A6", "A1F"}
+        assert set(row) == {"A1", "A3", "A3N", "A4", "A5", "A6", "A1F"}
         for key, cell in row.items():
             if (name == "bare" and key in ("A4", "A6")) or (key == "A1F" and name != "fd-cython"):
                 assert cell["status"] == "n/a", cell
@@ -295,3 +309,4 @@ def test_aio_bench_tiny_end_to_end(tmp_path: Path) -> None:
         assert results["ratios"]["A1"]["lock-recipe"]["median"] > 0
         assert results["ratios"]["A1F"]["pairs"] == 1
         assert "fd-cython / bare:" in proc.stdout
+    assert "Peak RSS against the 150 MB target" in proc.stdout

@@ -35,6 +35,8 @@ cdef enum:
     _QUEUED = 1
     _RUNNING = 2
 
+# ``lanes.get`` default: a queued item may be None.
+cdef object _MISSING = object()
 cdef object _CancelledError = asyncio.CancelledError
 # Returns None outside a loop (asyncio.get_running_loop raises). Not per item: on
 # CPython <= 3.11 it makes a getpid() system call each time.
@@ -124,8 +126,12 @@ cdef class Core:
     # The loop's thread: the per-item affinity test compares thread idents; the
     # loop itself is checked when a lane is created and in every other method.
     cdef unsigned long _thread
+    # master -> _Lane; or master -> its one queued item (anything but a _Lane)
+    # while it has no lane: a million one-off masters then cost a dict entry
+    # each, not a lane and a list. The lane is made when a second item arrives
+    # or a worker takes the item.
     cdef dict _lanes
-    cdef object _ready  # deque of _Lane
+    cdef object _ready  # deque of _Lane, or of the master of an inline item
     cdef set _tasks
     # Workers created or woken that have not taken a lane yet: while there is
     # one, new lanes need no other worker (it takes them, or starts another).
@@ -229,15 +235,16 @@ cdef class Core:
         if self._closed:
             raise DispatcherClosed("dispatcher is closed")
         try:
-            found = self._lanes.get(master)
+            found = self._lanes.get(master, _MISSING)
         except TypeError as exc:
             raise _unhashable(master, exc) from None
-        if found is None:
-            lane = _Lane(master)
-            self._append(lane, item, name)
-            self._lanes[master] = lane  # after: a refused append leaves no lane
+        if found is _MISSING:
+            self._add(master, item, name)
             return None
-        lane = <_Lane>found
+        if type(found) is _Lane:
+            lane = <_Lane>found
+        else:
+            lane = self._inflate(master, found)
         if self._capacity and (
             lane.has_waiters() or lane.size() + lane.reserved >= self._capacity
         ):
@@ -251,6 +258,50 @@ cdef class Core:
         if not can_wait or self.in_worker():
             raise QueueFull(f"the queue of master {lane.master!r} is full")
         return lane
+
+    cdef inline void _add(self, object master, object item, str name) except *:
+        """Queue *item* inline for a *master* that has no lane."""
+        # Find the item a worker first: the step that can fail (a wrong event
+        # loop) fails before anything changed.
+        if self._starting == 0 and not self._wake() and len(self._tasks) < self._max:
+            self._spawn(name)
+        self._lanes[master] = item
+        self._ready.append(master)
+        self._dispatched += 1
+        self._pending += 1
+
+    cdef _Lane _inflate(self, object master, object item):
+        """Give a *master* whose one queued *item* is inline a lane holding it."""
+        cdef _Lane lane = _Lane(master)
+        lane.items.append(item)
+        lane.state = _QUEUED  # its master's entry in ready stands for it
+        self._lanes[master] = lane
+        return lane
+
+    cdef _Lane _take(self, object entry):
+        """The lane a worker runs for a ``ready`` *entry*; None for a stale entry."""
+        cdef _Lane lane
+        if type(entry) is _Lane:
+            return <_Lane>entry
+        found = self._lanes.get(entry, _MISSING)
+        if found is _MISSING:
+            return None
+        if type(found) is _Lane:
+            lane = <_Lane>found
+            return lane if lane.state == _QUEUED else None
+        lane = _Lane(entry)
+        lane.items.append(found)
+        self._lanes[entry] = lane
+        return lane
+
+    cdef bint _still_ready(self, object entry) except -1:
+        if type(entry) is not _Lane:
+            entry = self._lanes.get(entry, _MISSING)
+            if entry is _MISSING:
+                return False
+            if type(entry) is not _Lane:
+                return True
+        return (<_Lane>entry).state == _QUEUED
 
     cdef inline void _append(self, _Lane lane, object item, str name) except *:
         if lane.state == _IDLE:
@@ -380,13 +431,15 @@ cdef class Core:
         lanes = self._lanes
         for i in range(0, n, 2):
             master = batch[i + 1]
-            found = lanes.get(master)
-            if found is None:
-                lane = _Lane(master)
-                lanes[master] = lane
-            else:
-                lane = <_Lane>found
+            found = lanes.get(master, _MISSING)
             # Accepted by the producer already: capacity does not apply here.
+            if found is _MISSING:
+                self._add(master, batch[i], "dispatch_threadsafe")
+                continue
+            if type(found) is _Lane:
+                lane = <_Lane>found
+            else:
+                lane = self._inflate(master, found)
             self._append(lane, batch[i], "dispatch_threadsafe")
 
     # -- workers --------------------------------------------------------------
@@ -433,7 +486,9 @@ cdef class Core:
         try:
             while True:
                 while ready:
-                    lane = <_Lane>ready.popleft()
+                    lane = self._take(ready.popleft())
+                    if lane is None:
+                        continue
                     lane.state = _RUNNING
                     if ready and self._starting == 0 and len(self._tasks) < self._max:
                         # More lanes wait: one more worker (it will do the same).
@@ -594,6 +649,8 @@ cdef class Core:
             if not waiter.done():
                 waiter.set_result(False)
         for found in list(self._lanes.values()):
+            if type(found) is not _Lane:
+                continue
             lane = <_Lane>found
             if lane.waiters is not None:
                 for waiter in lane.waiters:
@@ -608,7 +665,17 @@ cdef class Core:
         cdef _Lane lane
         self._drain_intake()
         taken = []
-        for found in list(self._lanes.values()):
+        for master, found in list(self._lanes.items()):
+            if type(found) is not _Lane:
+                del self._lanes[master]
+                self._pending -= 1
+                self._cancelled += 1
+                if type(found) is _Call:
+                    (<_Call>found).future.cancel()
+                    taken.append(((<_Call>found).work, master))
+                else:
+                    taken.append((found, master))
+                continue
             lane = <_Lane>found
             while lane.size():
                 item = lane.pop()
@@ -625,7 +692,7 @@ cdef class Core:
         # In place: the workers hold this deque.
         kept = []
         for found in self._ready:
-            if (<_Lane>found).state == _QUEUED:
+            if self._still_ready(found):
                 kept.append(found)
         self._ready.clear()
         self._ready.extend(kept)
@@ -643,15 +710,20 @@ cdef class Core:
 
     def pending(self, master):
         try:
-            found = self._lanes.get(master)
+            found = self._lanes.get(master, _MISSING)
         except TypeError as exc:
             raise _unhashable(master, exc) from None
-        return 0 if found is None else (<_Lane>found).size()
+        if found is _MISSING:
+            return 0
+        return (<_Lane>found).size() if type(found) is _Lane else 1
 
     def stats(self):
         cdef Py_ssize_t active = 0
         cdef _Lane lane
         for found in self._lanes.values():
+            if type(found) is not _Lane:
+                active += 1
+                continue
             lane = <_Lane>found
             if lane.size() or lane.state == _RUNNING:
                 active += 1

@@ -4,8 +4,13 @@ Everything but the thread-safe intake runs on the dispatcher's event loop, so
 the loop itself serialises the state: no locks on the hot path.
 
 * ``lanes``: master -> ``_Lane`` (its queued items, FIFO), only for masters
-  with queued or running work or a producer waiting for room.
-* ``ready``: lanes with work and no worker, in the order they became ready.
+  with queued or running work or a producer waiting for room. A master with
+  exactly one queued item and no lane yet maps to that item itself (any value
+  that is not a ``_Lane``): a million one-off masters then cost a dict entry
+  each, not a lane and a list; the lane is made when a second item arrives or
+  a worker takes the item.
+* ``ready``: lanes with work and no worker, in the order they became ready; an
+  entry that is not a ``_Lane`` is the master of such an inline item.
 * Workers: at most ``max_concurrency`` tasks, started on demand, each taking
   one lane at a time from ``ready`` and running its items in order; a worker
   exits when ``ready`` is empty. One task per busy worker, never per item.
@@ -34,6 +39,9 @@ BATCH = 1024
 _IDLE, _QUEUED, _RUNNING = 0, 1, 2
 # A lane's list is compacted once this many consumed slots lead it.
 _COMPACT = 64
+
+#: ``lanes.get`` default: a queued item may be None.
+_MISSING: Any = object()
 
 _CancelledError = asyncio.CancelledError
 # Returns None outside a loop (asyncio.get_running_loop raises). Not per item: on
@@ -122,7 +130,7 @@ class Core:
         # loop itself is checked when a lane is created and in every other method.
         self._thread = 0 if self._loop is None else _get_ident()
         self._lanes: dict[Hashable, _Lane] = {}
-        self._ready: deque[_Lane] = deque()
+        self._ready: deque[Any] = deque()  # _Lane, or the master of an inline item
         self._tasks: set[asyncio.Task[None]] = set()
         # Workers created or woken that have not taken a lane yet: while there is
         # one, new lanes need no other worker (it takes them, or starts another).
@@ -207,14 +215,13 @@ class Core:
         if self._closed:
             raise DispatcherClosed("dispatcher is closed")
         try:
-            lane = self._lanes.get(master)
+            found = self._lanes.get(master, _MISSING)
         except TypeError as exc:
             raise _unhashable(master, exc) from None
-        if lane is None:
-            lane = _Lane(master)
-            self._append(lane, item, name)
-            self._lanes[master] = lane  # after: a refused append leaves no lane
+        if found is _MISSING:
+            self._add(master, item, name)
             return None
+        lane = found if found.__class__ is _Lane else self._inflate(master, found)
         if self._capacity and (lane.waiters or _size(lane) + lane.reserved >= self._capacity):
             return self._full(lane, can_wait)
         self._append(lane, item, name)
@@ -225,6 +232,39 @@ class Core:
         # (waiting for its own queue to drain could deadlock).
         if not can_wait or self.in_worker():
             raise QueueFull(f"the queue of master {lane.master!r} is full")
+        return lane
+
+    def _add(self, master: Hashable, item: Any, name: str) -> None:
+        """Queue *item* inline for a *master* that has no lane."""
+        # Find the item a worker first: the step that can fail (a wrong event
+        # loop) fails before anything changed.
+        if self._starting == 0 and not self._wake() and len(self._tasks) < self._max:
+            self._spawn(name)
+        self._lanes[master] = item
+        self._ready.append(master)
+        self._dispatched += 1
+        self._pending += 1
+
+    def _inflate(self, master: Hashable, item: Any) -> _Lane:
+        """Give a *master* whose one queued *item* is inline a lane holding it."""
+        lane = _Lane(master)
+        lane.items.append(item)
+        lane.state = _QUEUED  # its master's entry in ready stands for it
+        self._lanes[master] = lane
+        return lane
+
+    def _take(self, entry: Any) -> _Lane | None:
+        """The lane a worker runs for a ``ready`` *entry*; None for a stale entry."""
+        if entry.__class__ is _Lane:
+            return entry  # type: ignore[no-any-return]
+        found = self._lanes.get(entry, _MISSING)
+        if found is _MISSING:
+            return None
+        if found.__class__ is _Lane:
+            return found if found.state == _QUEUED else None  # type: ignore[no-any-return]
+        lane = _Lane(entry)
+        lane.items.append(found)
+        self._lanes[entry] = lane
         return lane
 
     def _append(self, lane: _Lane, item: Any, name: str) -> None:
@@ -352,12 +392,13 @@ class Core:
         lanes = self._lanes
         for i in range(0, len(batch), 2):
             master = batch[i + 1]
-            lane = lanes.get(master)
-            if lane is None:
-                lane = _Lane(master)
-                lanes[master] = lane
+            found = lanes.get(master, _MISSING)
             # Accepted by the producer already: capacity does not apply here.
-            self._append(lane, batch[i], "dispatch_threadsafe")
+            if found is _MISSING:
+                self._add(master, batch[i], "dispatch_threadsafe")
+            else:
+                lane = found if found.__class__ is _Lane else self._inflate(master, found)
+                self._append(lane, batch[i], "dispatch_threadsafe")
 
     # -- workers --------------------------------------------------------------
     def _spawn(self, name: str) -> None:
@@ -405,7 +446,9 @@ class Core:
         try:
             while True:
                 while ready:
-                    lane = ready.popleft()
+                    lane = self._take(ready.popleft())
+                    if lane is None:
+                        continue
                     lane.state = _RUNNING
                     if ready and self._starting == 0 and len(self._tasks) < self._max:
                         # More lanes wait: one more worker (it will do the same).
@@ -568,6 +611,8 @@ class Core:
             if not parked.done():
                 parked.set_result(False)
         for lane in list(self._lanes.values()):
+            if lane.__class__ is not _Lane:
+                continue
             for waiter in lane.waiters or ():
                 if not waiter.done():
                     waiter.set_exception(DispatcherClosed("dispatcher is closed"))
@@ -579,7 +624,17 @@ class Core:
         """Take every not-started item out, FIFO per master; cancel their futures."""
         self._drain_intake()
         taken: list[tuple[Any, Hashable]] = []
-        for lane in list(self._lanes.values()):
+        for master, lane in list(self._lanes.items()):
+            if lane.__class__ is not _Lane:
+                del self._lanes[master]
+                self._pending -= 1
+                self._cancelled += 1
+                if lane.__class__ is _Call:
+                    lane.future.cancel()
+                    taken.append((lane.work, master))
+                else:
+                    taken.append((lane, master))
+                continue
             items = lane.items
             while items:
                 item = _pop(lane)
@@ -594,11 +649,20 @@ class Core:
                 lane.state = _IDLE
             self._drop_if_dead(lane)
         # In place: the workers hold this deque.
-        kept = [lane for lane in self._ready if lane.state == _QUEUED]
+        kept = [entry for entry in self._ready if self._still_ready(entry)]
         self._ready.clear()
         self._ready.extend(kept)
         self._notify_if_idle()
         return taken
+
+    def _still_ready(self, entry: Any) -> bool:
+        if entry.__class__ is not _Lane:
+            entry = self._lanes.get(entry, _MISSING)
+            if entry is _MISSING:
+                return False
+            if entry.__class__ is not _Lane:
+                return True
+        return entry.state == _QUEUED  # type: ignore[no-any-return]
 
     # -- introspection ---------------------------------------------------------
     @property
@@ -611,10 +675,12 @@ class Core:
 
     def pending(self, master: Hashable) -> int:
         try:
-            lane = self._lanes.get(master)
+            found = self._lanes.get(master, _MISSING)
         except TypeError as exc:
             raise _unhashable(master, exc) from None
-        return 0 if lane is None else _size(lane)
+        if found is _MISSING:
+            return 0
+        return _size(found) if found.__class__ is _Lane else 1
 
     def stats(self) -> DispatcherStats:
         return DispatcherStats(
@@ -625,7 +691,9 @@ class Core:
             pending=self._pending,
             running=self._running,
             active_masters=sum(
-                1 for lane in self._lanes.values() if lane.items or lane.state == _RUNNING
+                1
+                for lane in self._lanes.values()
+                if lane.__class__ is not _Lane or lane.items or lane.state == _RUNNING
             ),
             workers=self._running,
         )
