@@ -43,6 +43,80 @@ def test_one_off_masters_drain_back_to_zero(make: Any) -> None:
     assert d.stats().active_masters == 0, "pending() must not create mailboxes"
 
 
+def test_a_drained_master_is_served_again_and_counts_as_inactive(make: Any) -> None:
+    """The compiled core keeps an emptied mailbox for the master's next item:
+    while kept it is not an active master, and the next item runs as usual."""
+    rec = Recorder()
+    d = make(rec, max_workers=2)
+    for rnd in range(50):
+        done = threading.Event()
+        rec.action = lambda w, done=done, last=2 * rnd + 1: w[1] == last and done.set()
+        d.dispatch(("m", 2 * rnd), "m")
+        d.dispatch(("m", 2 * rnd + 1), "m")
+        assert done.wait(WAIT)
+        # No wait(): the mailbox may still be kept, but nothing is queued.
+        assert d.pending("m") == 0
+    wait_ok(d)
+    assert rec.by_master["m"] == list(range(100))
+    assert not rec.overlaps
+    assert d.stats().active_masters == 0
+
+
+def test_kept_mailboxes_stay_bounded_without_wait(make: Any, core: Any) -> None:
+    """Masters that drained are released by a sweep once the kept mailboxes
+    pass IDLE_KEEP, even if nobody calls wait()."""
+    n = 3 * max(core.IDLE_KEEP, 1000)
+    handled = threading.Semaphore(0)
+    d = make(lambda w: handled.release(), max_workers=2)
+    keys = [Key() for _ in range(n)]
+    refs = [weakref.ref(k) for k in keys]
+    for i, k in enumerate(keys):
+        d.dispatch(i, k)
+    for _ in range(n):
+        assert handled.acquire(timeout=WAIT)
+    del keys, k
+    # The last item's worker may still hold it for an instant; a few more
+    # items after everything drained let a sweep happen if one is due.
+    for i in range(64):
+        d.dispatch(i, ("tail", i))
+    for _ in range(64):
+        assert handled.acquire(timeout=WAIT)
+    gc.collect()
+    alive = sum(r() is not None for r in refs)
+    assert alive <= 2 * core.IDLE_KEEP + 64, f"{alive} of {n} drained masters still kept"
+    wait_ok(d)
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
+
+
+def test_sweeps_racing_producers_lose_and_reorder_nothing(make: Any, core: Any) -> None:
+    """Producers revive kept mailboxes while sweeps free them (more masters
+    than IDLE_KEEP, several rounds): every item runs once, in order."""
+    masters = max(core.IDLE_KEEP, 1000) + 1500
+    rounds, producers = 3, 3
+    rec = Recorder()
+    d = make(rec, max_workers=4)
+    start = threading.Barrier(producers, timeout=WAIT)
+
+    def produce(p: int) -> None:
+        start.wait()
+        for r in range(rounds):
+            for m in range(p, masters, producers):
+                d.dispatch((m, r), m)
+
+    threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive()
+    wait_ok(d, timeout=60)
+    assert d.stats().completed == masters * rounds
+    assert not rec.overlaps
+    for m in range(masters):
+        assert rec.by_master[m] == list(range(rounds)), m
+
+
 class Key:
     """A weak-referenceable master with identity hashing."""
 

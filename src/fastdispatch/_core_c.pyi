@@ -18,6 +18,8 @@ from ._control import Retry
 
 #: A worker hands a master back after at most this many items (fairness).
 BATCH: int
+#: Emptied mailboxes kept for their masters' next items before a sweep frees them.
+IDLE_KEEP: int
 
 class Core:
     def __init__(

@@ -2,7 +2,7 @@
 
 Data structures, all reached without the GIL's help (atomics in _atomic.h):
 
-* One ``_Mailbox`` per active master. Its queue is a chain of ring chunks
+* One ``_Mailbox`` per master with work. Its queue is a chain of ring chunks
   addressed by sequence number: producers reserve the next number with one
   CAS on the mailbox word (items ever reserved and state IDLE / SCHEDULED /
   DEAD, so capacity and "was it idle?" are one decision), find its chunk from
@@ -16,7 +16,13 @@ Data structures, all reached without the GIL's help (atomics in _atomic.h):
   is a mutex shared by the workers only). A mailbox is put on it by the
   producer that moved it from IDLE to SCHEDULED, or by its worker handing it
   back after ``BATCH`` items: it is on the queue or in one worker's hands,
-  never both, which is the ordering guarantee.
+  never both, which is the ordering guarantee. A worker that empties a
+  mailbox leaves it IDLE in the map, so the master's next item costs one
+  CAS and a trip through the ready queue, not a new mailbox and two writes
+  to the map (with the GIL gone, producers used to find a mailbox half
+  freed after nearly every item and wait for it). Idle mailboxes are freed
+  by wait(), close(), or a sweep once the map holds more than ``IDLE_KEEP``
+  and half of it went idle since the last sweep.
 * The intake word: CLOSED bit, producers mid-enqueue, unfinished items. One
   RMW to enter (and count the item unfinished), one to leave; close() waits
   for the mid-enqueue count to drain; workers exit when the word reads
@@ -122,6 +128,11 @@ cdef enum:
     RUN_OK = 0         # finished (or failed for good): go on with the queue
     RUN_RETRY = 1      # failed, runs again after a backoff: the timer takes the mailbox
     RUN_PAUSE = 2      # failed for good under pause_on_error: the master pauses
+
+#: Emptied mailboxes kept for their masters' next items before a sweep
+#: frees them (more while as many masters have work; see _rest).
+IDLE_KEEP = 4096
+cdef int64_t C_IDLE_KEEP = 4096
 
 cdef enum:
     FIRST_CHUNK = 4  # most masters hold few items: small first (inside the mailbox), doubling
@@ -247,6 +258,8 @@ cdef class Core:
     cdef int64_t _shutdown
     cdef int64_t _idle_waiters
     cdef int64_t _spin_budget  # atomic: see SPIN_MIN; written by the spinner only
+    cdef int64_t _rested       # atomic: mailboxes left IDLE since the last sweep (big maps only)
+    cdef int64_t _sweeping     # atomic: a sweep by _rest is under way
     cdef bint _spin  # whether idle workers spin at all (not with the GIL)
     cdef Slot *_slots
     cdef ReadyQueue _rq
@@ -541,6 +554,7 @@ cdef class Core:
                 with nogil:
                     n = self._next_node()
                 if n == NULL:
+                    self._retire_idle()  # closed: nothing can revive them
                     break
                 while n != NULL:
                     mb = <_Mailbox>n.owner
@@ -685,8 +699,8 @@ cdef class Core:
                 fd_store(&r.running, 0)
         while rc == RUN_OK:
             if done >= C_BATCH:
-                if ring_try_kill(r, SCHEDULED):
-                    self._forget(mb)
+                if self._rest(mb):
+                    pass
                 elif (fd_load(&r.word) & STATE_MASK) != DEAD:
                     # Fairness: hand the master back and serve the others first.
                     rq_push(&self._rq, &r.node)
@@ -705,8 +719,7 @@ cdef class Core:
             if p == NULL:
                 if self._linger(r):
                     continue  # the master's next item came while we held on
-                if ring_try_kill(r, SCHEDULED):
-                    self._forget(mb)
+                if self._rest(mb):
                     break
                 if (fd_load(&r.word) & STATE_MASK) == DEAD:
                     break  # cancel_pending retired it (after close)
@@ -734,6 +747,36 @@ cdef class Core:
             fd_store(&slot.owed, 0)
             self._finish(done)
         return requeued
+
+    cdef bint _rest(self, _Mailbox mb) noexcept:
+        """mb ran dry in this worker's hands: leave it IDLE in the map for
+        its master's next item (False if an item came meanwhile).
+
+        A map of more than IDLE_KEEP entries is swept once half as many
+        mailboxes went idle since the last sweep: each sweep is paid for by
+        as many rests as it looks at, and small maps (the common case, where
+        the same masters come back) never pay for a shared counter."""
+        cdef int64_t expected = 0
+        cdef Py_ssize_t n
+        if not ring_try_idle(&mb.r):
+            return False
+        self._wake_idle_waiters()  # a wait(master=...) waits for this
+        n = len(self._masters)
+        if (n > C_IDLE_KEEP and 2 * (fd_fetch_add(&self._rested, 1) + 1) >= n
+                and fd_cas(&self._sweeping, &expected, 1)):
+            fd_store(&self._rested, 0)
+            self._sweep()
+            fd_store(&self._sweeping, 0)
+        return True
+
+    cdef void _sweep(self) noexcept:
+        """Free every IDLE mailbox (nothing queued, nothing running, no
+        worker holds it). Safe with producers about: the kill is one CAS
+        that a reservation makes fail, and only its winner forgets."""
+        cdef _Mailbox mb
+        for mb in list(self._masters.values()):
+            if ring_try_kill(&mb.r, IDLE):
+                self._forget(mb)
 
     cdef int _run_item(self, _Mailbox mb, object item, Slot *slot) noexcept:
         cdef PyObject *res
@@ -1077,7 +1120,8 @@ cdef class Core:
             return  # with producers about, only a mailbox's owner may retire it
         for mb in list(self._masters.values()):
             fd_spin_lock(&mb.r.lock)
-            retired = fd_load(&mb.r.running) == 0 and ring_try_kill(&mb.r, SCHEDULED)
+            retired = ring_try_kill(&mb.r, IDLE) or (
+                fd_load(&mb.r.running) == 0 and ring_try_kill(&mb.r, SCHEDULED))
             fd_spin_unlock(&mb.r.lock)
             if retired:
                 self._forget(mb)
@@ -1120,22 +1164,39 @@ cdef class Core:
         finished, paused masters' items aside; False on timeout."""
         cdef double deadline = self._deadline(timeout)
         cdef double remaining
-        if self._quiet(master):
-            return True
-        fd_fetch_add(&self._idle_waiters, 1)
-        try:
-            with self._idle_cond:
-                while not self._quiet(master):
-                    if deadline < 0:
-                        self._idle_cond.wait()
-                    else:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return False
-                        self._idle_cond.wait(remaining)
-            return True
-        finally:
-            fd_fetch_add(&self._idle_waiters, -1)
+        if not self._quiet(master):
+            fd_fetch_add(&self._idle_waiters, 1)
+            try:
+                with self._idle_cond:
+                    while not self._quiet(master):
+                        if deadline < 0:
+                            self._idle_cond.wait()
+                        else:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                return False
+                            self._idle_cond.wait(remaining)
+            finally:
+                fd_fetch_add(&self._idle_waiters, -1)
+        # What was waited for is done: its masters' idle mailboxes go too.
+        if master is None:
+            self._sweep()
+        else:
+            self._retire_if_idle(master)
+        return True
+
+    cdef void _retire_if_idle(self, object master) noexcept:
+        cdef PyObject *p = NULL
+        cdef _Mailbox mb
+        cdef int found = fd_dict_get_ref(self._masters, master, &p)
+        if found < 0:
+            Py_XDECREF(fd_take_exception())  # an __eq__ failing now: keep it
+        if found <= 0:
+            return
+        mb = <_Mailbox>p
+        Py_XDECREF(p)
+        if ring_try_kill(&mb.r, IDLE):
+            self._forget(mb)
 
     def after_fork_in_child(self, reason):
         """Make the copy inherited by a forked child closed and inert."""
@@ -1162,6 +1223,8 @@ cdef class Core:
         self._idle_cond = threading.Condition()
         self._worker_idents = set()
         self._masters = {}
+        self._rested = 0
+        self._sweeping = 0
         self._backoff = 0
         self._npaused = 0
         self._control = threading.Lock()
@@ -1187,7 +1250,11 @@ cdef class Core:
         """(dispatched, completed, failed, cancelled, pending, running,
         active_masters, workers, retried, paused_masters)."""
         cdef int64_t i, completed = 0, failed = 0, cancelled = 0, running = 0, owed = 0
-        cdef int64_t dispatched, pending
+        cdef int64_t dispatched, pending, active = 0
+        cdef _Mailbox mb
+        for mb in list(self._masters.values()):
+            if (fd_load(&mb.r.word) & STATE_MASK) != IDLE:
+                active += 1
         for i in range(self._max_workers):
             completed += fd_load(&self._slots[i].completed)
             failed += fd_load(&self._slots[i].failed)
@@ -1203,7 +1270,7 @@ cdef class Core:
         if pending < 0:
             pending = 0
         return (dispatched, completed, failed, cancelled, pending, running,
-                len(self._masters), fd_load(&self._live),
+                active, fd_load(&self._live),
                 fd_load(&self._retried), fd_load(&self._npaused))
 
 

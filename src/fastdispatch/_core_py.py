@@ -29,10 +29,15 @@ from ._control import Retry
 from ._errors import DispatcherClosed
 from ._future import Future  # cheap to create when nobody waits on it
 
-__all__ = ["BATCH", "Core"]
+__all__ = ["BATCH", "IDLE_KEEP", "Core"]
 
 #: A worker hands a master back after at most this many items (fairness).
 BATCH = 1024
+
+#: Emptied mailboxes kept for their masters' next items: none here, a drained
+#: mailbox (a deque) is freed at once; under this core's one lock a new one
+#: costs little next to the lock itself.
+IDLE_KEEP = 0
 
 # How many items dispatch_many enqueues per lock acquisition.
 _MANY_CHUNK = 64

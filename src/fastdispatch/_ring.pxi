@@ -163,6 +163,14 @@ cdef inline bint ring_try_state(Ring *r, int64_t from_state, int64_t to_state) n
     return False
 
 
+cdef inline bint ring_try_idle(Ring *r) noexcept nogil:
+    """Empty and SCHEDULED -> IDLE; False if an item was reserved (or taken
+    by another consumer meanwhile: the caller looks again)."""
+    cdef int64_t taken = fd_load(&r.taken)
+    cdef int64_t w = (taken << 2) | SCHEDULED
+    return fd_cas(&r.word, &w, (taken << 2) | IDLE)
+
+
 cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
     """Empty and in state from_state -> DEAD; False if an item was reserved
     (or taken by another consumer meanwhile: the caller looks again)."""
