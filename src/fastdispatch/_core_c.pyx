@@ -41,7 +41,7 @@ leaves the intake), or with the mailbox.
 cimport cython
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.pythread cimport PyThread_get_thread_ident
-from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF, PyObject
 from libc.stdint cimport int64_t
 
 from fastdispatch._atomic cimport (
@@ -391,6 +391,13 @@ cdef class Core:
         return time.monotonic() + t
 
     cdef _Mailbox _mailbox_for(self, object master):
+        cdef PyObject *p = self._mailbox_ref(master)
+        mb = <_Mailbox>p
+        Py_XDECREF(p)
+        return mb
+
+    cdef PyObject *_mailbox_ref(self, object master) except NULL:
+        """master's mailbox, made if need be: a new reference."""
         cdef PyObject *p = NULL
         cdef _Mailbox fresh
         cdef int found = fd_dict_get_ref(self._masters, master, &p)
@@ -400,25 +407,31 @@ cdef class Core:
             found = fd_dict_setdefault_ref(self._masters, master, fresh, &p)
         if found < 0:
             _raise_unhashable(master)
-        mb = <_Mailbox>p
-        Py_XDECREF(p)
-        return mb
+        return p
 
     cdef int _put(self, object item, object master, bint block, double deadline) except -1:
         cdef int64_t me, seen = 0
-        cdef _Mailbox mb
+        cdef PyObject *p
         cdef int status
         if not fd_load_relaxed(&self._keep_idle):
             me = <int64_t>PyThread_get_thread_ident()
             if fd_load_relaxed(&self._producer) != me and not fd_cas(&self._producer, &seen, me):
                 fd_store(&self._keep_idle, 1)  # a second producer: see _rest
-        mb = self._mailbox_for(master)
-        status = self._try_put(mb, item)
-        if status == PUT_OK:
-            return 0
-        return self._put_slow(item, master, mb, status, block, deadline)
+        # The mailbox is held by a raw reference, not a typed variable: each
+        # count on it is an atomic write to a line other threads write too
+        # (several producers, its worker), and a typed local costs two more.
+        p = self._mailbox_ref(master)
+        try:
+            status = self._try_put(p, item)
+            if status == PUT_OK:
+                return 0
+            return self._put_slow(item, master, <_Mailbox>p, status, block, deadline)
+        finally:
+            Py_XDECREF(p)
 
-    cdef int _try_put(self, _Mailbox mb, object item) except -1:
+    cdef int _try_put(self, PyObject *mbp, object item) except -1:
+        """Queue item in the mailbox mbp (borrowed)."""
+        cdef Ring *r = &(<_Mailbox>mbp).r
         cdef int64_t old
         cdef Chunk *tail
         # The item counts as unfinished from the start: a worker may pop and
@@ -428,21 +441,21 @@ cdef class Core:
         if w & CLOSED:
             self._leave_rejected()
             # A mailbox made for this call and never used must not linger.
-            if ring_try_kill(&mb.r, IDLE):
-                self._forget(mb)
+            if ring_try_kill(r, IDLE):
+                self._forget(<_Mailbox>mbp)
             return PUT_CLOSED
         # Read inside the intake (so not freed under us) and before the
         # reservation (so at or before the reserved number's chunk).
-        tail = <Chunk *>fd_load_ptr(<void **>&mb.r.tail)
-        old = ring_reserve(&mb.r, self._capacity)
+        tail = <Chunk *>fd_load_ptr(<void **>&r.tail)
+        old = ring_reserve(r, self._capacity)
         if old < 0:
             self._leave_rejected()
             return PUT_DEAD if old == -1 else PUT_FULL
         Py_INCREF(item)
-        ring_push(&mb.r, tail, old >> 2, <PyObject *>item)
+        ring_push(r, tail, old >> 2, <PyObject *>item)
         fd_fetch_add(&self._intake, -INFLIGHT_ONE)
         if (old & STATE_MASK) == IDLE:
-            self._schedule(mb)
+            self._schedule_ref(mbp)
         elif (old & STATE_MASK) == PAUSED:
             self._wake_idle_waiters()  # a wait() skips this item: tell it it came
         return PUT_OK
@@ -458,9 +471,13 @@ cdef class Core:
             fd_event_notify_all(&self._event)
 
     cdef int _schedule(self, _Mailbox mb) except -1:
+        return self._schedule_ref(<PyObject *>mb)
+
+    cdef int _schedule_ref(self, PyObject *mbp) except -1:
+        """Put the mailbox mbp (borrowed) on the ready queue; wake or start a worker."""
         cdef int64_t n
-        Py_INCREF(mb)  # the ready queue's reference
-        rq_push(&self._rq, &mb.r.node)
+        Py_XINCREF(mbp)  # the ready queue's reference
+        rq_push(&self._rq, &(<_Mailbox>mbp).r.node)
         if self._spin and fd_event_spinning(&self._event):
             return 0  # the spinner takes it: no wake-up, no new thread
         # Wake an idle worker if one is left unclaimed, else grow the pool.
@@ -497,7 +514,7 @@ cdef class Core:
                 with nogil:
                     fd_thread_yield()
                 mb = self._mailbox_for(master)
-                status = self._try_put(mb, item)
+                status = self._try_put(<PyObject *>mb, item)
                 if status == PUT_OK:
                     return 0
                 continue
@@ -519,7 +536,7 @@ cdef class Core:
                 # Pairs with the fence in _wake_blocked.
                 fd_fence()
                 try:
-                    status = self._try_put(mb, item)
+                    status = self._try_put(<PyObject *>mb, item)
                     if status == PUT_OK:
                         return 0
                     if status == PUT_CLOSED:
