@@ -1076,8 +1076,11 @@ cdef class Core:
             paused = list(self._paused.values())
             self._paused.clear()
             fd_store(&self._npaused, 0)
-            late = self._late
-            self._late = []
+            # Emptied in place, not replaced: the field is read under this
+            # lock by workers, and a lock built on PyMutex (3.13t) is not
+            # one ThreadSanitizer can see.
+            late = self._late[:]
+            self._late.clear()
         for mb in paused:
             for work in self._take(mb, futures):
                 out.append((work, mb.master))
