@@ -727,9 +727,7 @@ cdef class Core:
                 fd_store(&r.running, 0)
         while rc == RUN_OK:
             if done >= C_BATCH:
-                if self._rest(mb):
-                    pass
-                elif (fd_load(&r.word) & STATE_MASK) != DEAD:
+                if not self._rest(mb) and (fd_load(&r.word) & STATE_MASK) != DEAD:
                     # Fairness: hand the master back and serve the others first.
                     rq_push(&self._rq, &r.node)
                     fd_event_notify_one(&self._event)

@@ -163,18 +163,21 @@ cdef inline bint ring_try_state(Ring *r, int64_t from_state, int64_t to_state) n
     return False
 
 
-cdef inline bint ring_try_idle(Ring *r) noexcept nogil:
-    """Empty and SCHEDULED -> IDLE; False if an item was reserved (or taken
-    by another consumer meanwhile: the caller looks again)."""
+cdef inline bint ring_try_empty(Ring *r, int64_t from_state, int64_t to_state) noexcept nogil:
+    """Empty and in state from_state -> to_state; False if an item was
+    reserved (or taken by another consumer meanwhile: the caller looks again)."""
+    # A reservation changes the count, a state change the state: both are
+    # CASes on the word, so one CAS decides.
     cdef int64_t taken = fd_load(&r.taken)
-    cdef int64_t w = (taken << 2) | SCHEDULED
-    return fd_cas(&r.word, &w, (taken << 2) | IDLE)
+    cdef int64_t w = (taken << 2) | from_state
+    return fd_cas(&r.word, &w, (taken << 2) | to_state)
+
+
+cdef inline bint ring_try_idle(Ring *r) noexcept nogil:
+    """A drained mailbox in its worker's hands stays for its master: SCHEDULED -> IDLE."""
+    return ring_try_empty(r, SCHEDULED, IDLE)
 
 
 cdef inline bint ring_try_kill(Ring *r, int64_t from_state) noexcept nogil:
-    """Empty and in state from_state -> DEAD; False if an item was reserved
-    (or taken by another consumer meanwhile: the caller looks again)."""
-    # Only a reservation or a kill changes the word, so one CAS decides.
-    cdef int64_t taken = fd_load(&r.taken)
-    cdef int64_t w = (taken << 2) | from_state
-    return fd_cas(&r.word, &w, (taken << 2) | DEAD)
+    """A drained mailbox is retired: from_state -> DEAD."""
+    return ring_try_empty(r, from_state, DEAD)
